@@ -1,0 +1,39 @@
+"""Capture sources: where raw batches come from.
+
+Every source has the same small interface (``Source``): ``read`` returns the next
+``RawBatch`` (empty when nothing arrived in time, ``None`` when the input has ended),
+``stats`` returns libpcap's counters, ``close`` releases it. ``LiveSource`` captures from an
+interface, ``FileSource`` reads a pcap/pcapng file (at full speed or at its recorded pace),
+and ``MemorySource`` serves frames held in memory, for tests.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Protocol
+
+from agent.batch import RawBatch
+
+
+class CaptureStats(NamedTuple):
+    """libpcap's counters for one handle: packets received, dropped by the kernel, dropped by the interface."""
+
+    received: int = 0
+    kernel_dropped: int = 0
+    interface_dropped: int = 0
+
+
+class Source(Protocol):
+    name: str
+    linktype: int
+
+    def read(self, max_packets: int, window: float) -> RawBatch | None:
+        """Up to ``max_packets`` packets, waiting at most ``window`` seconds once the first has come.
+
+        Returns an empty batch when nothing came within the source's idle wait, and None
+        when the input has ended (a file read to its end).
+        """
+        ...
+
+    def stats(self) -> CaptureStats: ...
+
+    def close(self) -> None: ...

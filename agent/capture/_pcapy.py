@@ -1,0 +1,42 @@
+"""The one place that talks to pcapy-ng: batches out of ``next_batch``, and its errors in our terms."""
+
+from __future__ import annotations
+
+import numpy as np
+import pcapy
+
+from agent.batch import I64
+
+PcapError = pcapy.PcapError
+
+# pcap_activate() status codes (pcap/pcap.h) that a user can cause.
+ACTIVATE_ERRORS = {
+    -1: "generic error",
+    -5: "no such device",
+    -8: "permission denied",
+    -9: "interface is not up",
+    -11: "permission denied for promiscuous mode",
+}
+PERMISSION_CODES = (-8, -11)
+
+
+def columns(buf: bytes, meta: bytes) -> tuple[np.ndarray, I64, I64, I64]:
+    """(data, offset, caplen, ts in microseconds) of a ``next_batch`` result."""
+    m = np.frombuffer(meta, np.uint32).reshape(-1, 4).astype(np.int64)
+    ts = m[:, 0] * 1_000_000 + m[:, 1]
+    return np.frombuffer(buf, np.uint8), m[:, 2], m[:, 3], ts
+
+
+def libpcap_version() -> str:
+    """The version of the libpcap pcapy-ng runs on (its wheels vendor one), e.g. ``1.9.1``."""
+    import ctypes
+    import re
+
+    try:
+        lib_version = ctypes.CDLL(pcapy.__file__).pcap_lib_version
+        lib_version.restype = ctypes.c_char_p
+        text = lib_version().decode()
+    except (OSError, AttributeError):
+        return "unknown"
+    found = re.search(r"(\d+\.\d+(?:\.\d+)?)", text)
+    return found.group(1) if found else "unknown"

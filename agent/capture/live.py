@@ -1,0 +1,155 @@
+"""Live capture from a network interface through libpcap, in non-blocking mode woken by poll.
+
+A blocking read on an idle interface does not return on libpcap's timeout, so the handle is
+non-blocking and the reader waits in ``poll`` on its file descriptor with a bounded wait:
+an idle link never holds up shutdown.
+"""
+
+from __future__ import annotations
+
+import select
+import time
+
+import numpy as np
+import pcapy
+
+from agent._exceptions import CaptureError, ConfigError, PermissionDenied
+from agent.batch import RawBatch
+from agent.capture import CaptureStats
+from agent.capture._pcapy import ACTIVATE_ERRORS, PERMISSION_CODES, PcapError, columns
+
+PERMISSION_HINT = (
+    "grant the capture capability with `sudo setcap cap_net_raw+ep $(readlink -f .venv/bin/python3)`, "
+    "run as root, or try `make demo`, which needs no privileges"
+)
+IDLE_WAIT = 0.2  # seconds a read waits on an idle link before handing back an empty batch
+
+
+def _permission_error(interface: str, message: str) -> PermissionDenied:
+    return PermissionDenied(f"no permission to capture on {interface} ({message}): {PERMISSION_HINT}")
+
+
+class LiveSource:
+    """Packets from one interface.
+
+    >>> src = LiveSource("eth0", snaplen=65535, promiscuous=False, buffer_bytes=4 << 20)  # doctest: +SKIP
+    >>> batch = src.read(4096, 0.01)                                                       # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        interface: str,
+        *,
+        index: int = 0,
+        snaplen: int = 65535,
+        promiscuous: bool = False,
+        buffer_bytes: int = 4 << 20,
+        bpf: str | None = None,
+        block_timeout_ms: int = 10,
+        fanout_group: int | None = None,
+    ) -> None:
+        self.name = interface
+        self.index = index
+        self.snaplen = snaplen
+        try:
+            handle = pcapy.create(interface)
+            handle.set_snaplen(snaplen)
+            handle.set_promisc(int(promiscuous))
+            handle.set_timeout(block_timeout_ms)
+            handle.set_buffer_size(buffer_bytes)
+            status = handle.activate()
+        except PcapError as e:
+            raise self._open_error(str(e)) from None
+        if status is not None and status < 0:
+            if status in PERMISSION_CODES:
+                raise _permission_error(interface, ACTIVATE_ERRORS[status])
+            raise self._open_error(ACTIVATE_ERRORS.get(status, f"libpcap status {status}"))
+        try:
+            if fanout_group is not None:
+                handle.set_fanout(fanout_group, pcapy.PACKET_FANOUT_HASH)
+            handle.setnonblock(1)
+        except PcapError as e:
+            handle.close()
+            raise CaptureError(f"cannot set up capture on {interface}: {e}") from None
+        if bpf:
+            try:
+                handle.setfilter(bpf)
+            except (PcapError, pcapy.BPFError) as e:
+                handle.close()
+                raise ConfigError(f"bpf_filter: libpcap rejects {bpf!r}: {e}") from None
+        self._handle = handle
+        self.linktype = int(handle.datalink())
+        self._poll = select.poll()
+        self._poll.register(handle.getfd(), select.POLLIN | select.POLLERR | select.POLLHUP)
+
+    def _open_error(self, message: str) -> CaptureError:
+        lowered = message.lower()
+        if "permission" in lowered or "not permitted" in lowered:
+            return _permission_error(self.name, message)
+        if "no such device" in lowered:
+            return CaptureError(f"no such interface: {self.name} (see `ip link` for the interfaces this host has)")
+        return CaptureError(f"cannot capture on {self.name}: {message}")
+
+    def read(self, max_packets: int, window: float) -> RawBatch | None:
+        parts: list[tuple[bytes, bytes]] = []
+        got = 0
+        deadline: float | None = None
+        idle_until = time.monotonic() + IDLE_WAIT
+        while got < max_packets:
+            try:
+                buf, meta = self._handle.next_batch(max_packets - got)
+            except PcapError as e:
+                raise CaptureError(f"capture on {self.name} failed: {e}") from None
+            if meta:
+                parts.append((buf, meta))
+                got += len(meta) // 16
+                if deadline is None:
+                    deadline = time.monotonic() + window
+                continue
+            now = time.monotonic()
+            until = deadline if deadline is not None else idle_until
+            if now >= until:
+                break
+            try:
+                events = self._poll.poll(max(1, int((until - now) * 1000)))
+            except InterruptedError:
+                continue
+            if any(ev & (select.POLLERR | select.POLLHUP) for _, ev in events):
+                # The interface went down or away; next_batch reports the reason.
+                try:
+                    self._handle.next_batch(1)
+                except PcapError as e:
+                    raise CaptureError(f"capture on {self.name} failed: {e}") from None
+                raise CaptureError(f"capture on {self.name} failed: the interface went down or away")
+        return self._batch(parts)
+
+    def _batch(self, parts: list[tuple[bytes, bytes]]) -> RawBatch:
+        if len(parts) == 1:
+            data, offset, caplen, ts = columns(*parts[0])
+        elif parts:
+            chunks = [columns(*p) for p in parts]
+            starts = np.cumsum([0] + [c[0].size for c in chunks[:-1]])
+            data = np.concatenate([c[0] for c in chunks])
+            offset = np.concatenate([c[1] + s for c, s in zip(chunks, starts)])
+            caplen = np.concatenate([c[2] for c in chunks])
+            ts = np.concatenate([c[3] for c in chunks])
+        else:
+            data, offset, caplen, ts = columns(b"", b"")
+        # A packet shorter than the snaplen was captured whole; a full-length one may have been cut,
+        # and decode recovers its length from the IP header (0 = not known here).
+        wirelen = np.where(caplen < self.snaplen, caplen, 0)
+        return RawBatch(self.index, self.linktype, data, offset, caplen, wirelen, ts)
+
+    def stats(self) -> CaptureStats:
+        try:
+            received, dropped, if_dropped = self._handle.stats()
+        except PcapError:
+            return CaptureStats()
+        return CaptureStats(received, dropped, if_dropped)
+
+    def close(self) -> None:
+        try:
+            self._poll.unregister(self._handle.getfd())
+        except (KeyError, ValueError, PcapError):
+            pass
+        self._handle.close()

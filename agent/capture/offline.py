@@ -1,0 +1,195 @@
+"""Capture files (pcap and pcapng) read through libpcap, at full speed or at their recorded pace.
+
+A file cut short or corrupt part-way is read up to the damage: the packets before it are
+delivered, and one warning names the file and libpcap's complaint.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pcapy
+
+from agent._exceptions import CaptureError, ConfigError
+from agent.batch import RawBatch
+from agent.capture import CaptureStats
+from agent.capture._pcapy import PcapError, columns
+from agent.capture.wirelen import WireLengths, file_kind
+
+log = logging.getLogger("pktagent.capture")
+
+SALVAGE_CHUNK = 4096
+
+
+def open_file(path: Path, bpf: str | None) -> pcapy.Reader:
+    """Open a capture file with libpcap, turning its errors into ones that name the file."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError as e:
+        raise CaptureError(f"cannot read capture file {path}: {e.strerror or e}") from None
+    if file_kind(head) is None:
+        raise CaptureError(f"{path} is not a capture file: expected pcap or pcapng")
+    try:
+        handle = pcapy.open_offline(str(path))
+    except PcapError as e:
+        raise CaptureError(f"cannot read capture file {path}: {e}") from None
+    if bpf:
+        try:
+            handle.setfilter(bpf)
+        except (PcapError, pcapy.BPFError) as e:
+            raise ConfigError(f"bpf_filter: libpcap rejects {bpf!r}: {e}") from None
+    return handle
+
+
+class FileSource:
+    """Packets from a capture file.
+
+    ``pace=True`` delivers them at the pace they were recorded, with timestamps moved to the
+    present, and ``loop=True`` starts over at the end (a demo that never runs dry).
+
+    >>> src = FileSource(Path("tests/data/sample.pcap"))        # doctest: +SKIP
+    >>> batch = src.read(4096, 0.01)                             # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        index: int = 0,
+        name: str | None = None,
+        bpf: str | None = None,
+        pace: bool = False,
+        loop: bool = False,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.path = Path(path)
+        self.name = name or self.path.name
+        self.index = index
+        self._bpf = bpf
+        self._pace, self._loop = pace, loop
+        self._clock, self._sleep = clock, sleep
+        self._handle = open_file(self.path, bpf)
+        self.linktype = int(self._handle.datalink())
+        self._lengths = WireLengths(self.path, filtered=bool(bpf))
+        self._read = 0  # packets taken from the current pass over the file
+        self._received = 0
+        self._ended = False
+        self._pending: RawBatch | None = None
+        self._shift = 0  # microseconds added to timestamps when pacing
+        self._first_ts: int | None = None
+
+    def read(self, max_packets: int, window: float) -> RawBatch | None:
+        if not self._pace:
+            return self._next(max_packets)
+        return self._paced(max_packets, window)
+
+    def stats(self) -> CaptureStats:
+        return CaptureStats(self._received, 0, 0)
+
+    def close(self) -> None:
+        self._handle.close()
+        self._lengths.close()
+
+    # -- full speed ---------------------------------------------------------------------
+
+    def _next(self, max_packets: int) -> RawBatch | None:
+        while not self._ended:
+            try:
+                buf, meta = self._handle.next_batch(max_packets)
+            except PcapError as e:
+                batch = self._salvage(str(e))
+            else:
+                batch = self._batch(buf, meta) if meta else None
+            if batch is not None:
+                return batch
+            if not self._loop:
+                self._ended = True
+            else:
+                self._restart()
+        return None
+
+    def _batch(self, buf: bytes, meta: bytes) -> RawBatch:
+        data, offset, caplen, ts = columns(buf, meta)
+        wirelen = self._lengths.take(caplen, ts)
+        self._read += caplen.size
+        self._received += caplen.size
+        return RawBatch(self.index, self.linktype, data, offset, caplen, wirelen, ts)
+
+    def _salvage(self, message: str) -> RawBatch | None:
+        """libpcap failed mid-batch and dropped what it had read: reopen and take packets one at a time up to the damage."""
+        log.warning("capture file %s is cut short or damaged after packet %d: %s", self.path, self._read, message)
+        self._handle.close()
+        self._handle = open_file(self.path, self._bpf)
+        skip = self._read
+        while skip:
+            _, meta = self._handle.next_batch(min(skip, SALVAGE_CHUNK))
+            skip -= len(meta) // 16
+        parts: list[tuple[bytes, bytes]] = []
+        while True:
+            try:
+                buf, meta = self._handle.next_batch(1)
+            except PcapError:
+                break
+            if not meta:
+                break
+            parts.append((buf, meta))
+        self._ended = not self._loop
+        if not parts:
+            return None
+        buf = b"".join(p[0] for p in parts)
+        offsets = np.cumsum([0] + [len(p[0]) for p in parts[:-1]], dtype=np.uint32)
+        meta_rows = np.frombuffer(b"".join(p[1] for p in parts), np.uint32).reshape(-1, 4).copy()
+        meta_rows[:, 2] = offsets
+        return self._batch(buf, meta_rows.tobytes())
+
+    def _restart(self) -> None:
+        self._handle.close()
+        self._lengths.close()
+        self._handle = open_file(self.path, self._bpf)
+        self._lengths = WireLengths(self.path, filtered=bool(self._bpf))
+        self._read = 0
+        self._first_ts = None  # the next pass is moved onto the wall clock afresh
+
+    # -- recorded pace ------------------------------------------------------------------
+
+    def _paced(self, max_packets: int, window: float) -> RawBatch | None:
+        if self._pending is None or len(self._pending) == 0:
+            self._pending = self._next(max_packets)
+            if self._pending is None:
+                return None
+            if len(self._pending) == 0:
+                return self._pending
+            if self._first_ts is None:
+                # The pass starts now: move the file's clock onto the wall clock.
+                now_us = int(self._clock() * 1_000_000)
+                self._first_ts = int(self._pending.ts[0])
+                self._shift = now_us - self._first_ts
+        batch = self._pending
+        ts = batch.ts + self._shift
+        now_us = int(self._clock() * 1_000_000)
+        due = int(np.searchsorted(ts, now_us + int(window * 1_000_000), side="right"))
+        if due == 0:
+            wait = min((int(ts[0]) - now_us) / 1_000_000, 0.25)
+            if wait > 0:
+                self._sleep(wait)
+            return _slice(batch, 0, 0, ts)
+        self._pending = _slice(batch, due, len(batch), batch.ts)
+        return _slice(batch, 0, due, ts)
+
+
+def _slice(batch: RawBatch, start: int, stop: int, ts: np.ndarray) -> RawBatch:
+    return RawBatch(
+        batch.iface,
+        batch.linktype,
+        batch.data,
+        batch.offset[start:stop],
+        batch.caplen[start:stop],
+        batch.wirelen[start:stop],
+        ts[start:stop],
+    )

@@ -1,0 +1,157 @@
+"""Original (on-the-wire) packet lengths of a capture file, read beside libpcap.
+
+pcapy-ng's ``next_batch`` hands over each packet's captured length but not its original
+length, which pktagent counts as the packet's bytes. For pcap files the record headers sit
+at offsets that follow from the captured lengths, so a whole batch's original lengths are
+gathered from a memory map in one vectorised step and checked against what libpcap
+reported. pcapng blocks vary in size, so they are walked record by record (a slower path,
+fine for the captures people keep in pcapng). Whenever the file disagrees with libpcap the
+index gives up and reports 0 ("unknown"): decode then takes the length from the IP header.
+"""
+
+from __future__ import annotations
+
+import mmap
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from agent.batch import I64
+
+PCAP_MAGICS = {
+    b"\xd4\xc3\xb2\xa1": ("<", 16),  # microsecond, little-endian
+    b"\xa1\xb2\xc3\xd4": (">", 16),
+    b"\x4d\x3c\xb2\xa1": ("<", 16),  # nanosecond
+    b"\xa1\xb2\x3c\x4d": (">", 16),
+    b"\x34\xcd\xb2\xa1": ("<", 24),  # Kuznetzov's patched format: 8 more bytes per record
+    b"\xa1\xb2\xcd\x34": (">", 24),
+}
+NANOSECOND_MAGICS = (b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d")
+PCAPNG_MAGIC = b"\x0a\x0d\x0d\x0a"
+
+
+def file_kind(head: bytes) -> str | None:
+    """'pcap', 'pcapng' or None, from the first four bytes of a file."""
+    if head[:4] in PCAP_MAGICS:
+        return "pcap"
+    if head[:4] == PCAPNG_MAGIC:
+        return "pcapng"
+    return None
+
+
+class WireLengths:
+    """Feeds original lengths for consecutive batches of one capture file.
+
+    >>> # lengths = WireLengths(path); lengths.take(caplens) -> wire lengths (0 = unknown)
+    """
+
+    def __init__(self, path: Path, *, filtered: bool = False) -> None:
+        self.filtered = filtered  # a BPF filter hides records from us: match each one
+        self._mm: mmap.mmap | None = None
+        self._walk: Iterator[tuple[int, int]] | None = None
+        self._lost = False
+        with open(path, "rb") as f:
+            head = f.read(24)
+            kind = file_kind(head)
+            if kind == "pcap" and len(head) == 24:
+                order, self._rec = PCAP_MAGICS[head[:4]]
+                self._frac_scale = 1000 if head[:4] in NANOSECOND_MAGICS else 1
+                self._dtype = np.dtype(order + "u4")
+                size = path.stat().st_size
+                if size > 24:
+                    self._mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+                    self._buf = np.frombuffer(self._mm, np.uint8)
+                self._pos = 24
+            elif kind == "pcapng":
+                self._walk = _pcapng_lengths(path)
+            else:
+                self._lost = True
+
+    def take(self, caplen: I64, ts: I64) -> I64:
+        """Original lengths of the next packets libpcap returned (captured lengths, timestamps in us)."""
+        n = caplen.size
+        if self._lost or n == 0:
+            return np.zeros(n, np.int64)
+        if self._walk is not None:
+            return self._take_pcapng(caplen)
+        return self._take_pcap(caplen, ts)
+
+    def close(self) -> None:
+        if self._mm is not None:
+            del self._buf
+            self._mm.close()
+            self._mm = None
+
+    def _take_pcap(self, caplen: I64, ts: I64) -> I64:
+        if self._mm is None:
+            self._lost = True
+            return np.zeros(caplen.size, np.int64)
+        if not self.filtered:
+            step = self._rec + caplen
+            rec = self._pos + np.concatenate(([0], np.cumsum(step[:-1])))
+            if int(rec[-1]) + 16 <= self._buf.size:
+                view = np.lib.stride_tricks.as_strided(self._buf, shape=(self._buf.size - 15, 16), strides=(1, 1))
+                fields = view[rec].copy().view(self._dtype).astype(np.int64)  # sec, frac, incl_len, orig_len
+                if np.array_equal(fields[:, 2], caplen) and np.array_equal(fields[:, 0], ts // 1_000_000):
+                    self._pos = int(rec[-1] + step[-1])
+                    return np.maximum(fields[:, 3], caplen)
+        # A BPF filter skipped records, or libpcap shortened one: match records one by one.
+        return self._walk_pcap(caplen, ts)
+
+    def _walk_pcap(self, caplen: I64, ts: I64) -> I64:
+        assert self._mm is not None
+        out = np.zeros(caplen.size, np.int64)
+        unpack = struct.Struct(self._dtype.str[0] + "IIII").unpack_from
+        pos, size, scale = self._pos, self._buf.size, self._frac_scale
+        for i, (want, t) in enumerate(zip(caplen.tolist(), ts.tolist())):
+            sec, usec = divmod(t, 1_000_000)
+            while pos + 16 <= size:
+                rsec, rfrac, incl, orig = unpack(self._mm, pos)
+                pos += self._rec + incl
+                if rsec == sec and rfrac // scale == usec and incl >= want:
+                    out[i] = max(orig, want)
+                    break
+            else:
+                self._lost = True
+                break
+        self._pos = pos
+        return out
+
+    def _take_pcapng(self, caplen: I64) -> I64:
+        assert self._walk is not None
+        out = np.zeros(caplen.size, np.int64)
+        for i, want in enumerate(caplen.tolist()):
+            got = next(self._walk, None)
+            if got is None or got[0] < want:
+                self._lost = True
+                break
+            out[i] = max(got[1], want)
+        return out
+
+
+def _pcapng_lengths(path: Path) -> Iterator[tuple[int, int]]:
+    """(captured, original) length of each packet block of a pcapng file, in order."""
+    with open(path, "rb") as f:
+        data = f.read()
+    pos, order = 0, "<"
+    snaplens: list[int] = []
+    while pos + 12 <= len(data):
+        if data[pos : pos + 4] == PCAPNG_MAGIC:
+            order = "<" if data[pos + 8 : pos + 12] == b"\x4d\x3c\x2b\x1a" else ">"
+            snaplens = []
+        kind, total = struct.unpack_from(order + "II", data, pos)
+        if total < 12 or pos + total > len(data):
+            return
+        if kind == 1 and total >= 20:  # interface description: remember its snaplen
+            snaplens.append(struct.unpack_from(order + "I", data, pos + 12)[0])
+        elif kind == 6 and total >= 32:  # enhanced packet block
+            yield struct.unpack_from(order + "II", data, pos + 20)
+        elif kind == 3 and total >= 16:  # simple packet block: captured = min(original, snaplen)
+            orig = struct.unpack_from(order + "I", data, pos + 8)[0]
+            snap = snaplens[0] if snaplens and snaplens[0] else orig
+            yield min(orig, snap, total - 16), orig
+        elif kind == 2 and total >= 32:  # obsolete packet block
+            yield struct.unpack_from(order + "II", data, pos + 20)
+        pos += total

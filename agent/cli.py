@@ -1,0 +1,330 @@
+"""The ``pktagent`` command: run, replay, check-config.
+
+Only pktagent's own errors are caught, and each is printed as one line, ``Type: message``,
+with exit status 1; argument mistakes exit 2 with argparse's usage line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from agent import __version__, labels
+from agent import config as config_mod
+from agent._exceptions import ConfigError, PktagentError
+from agent.capture import Source
+from agent.config import Config
+from agent.snapshot import Snapshot
+
+log = logging.getLogger("pktagent")
+
+
+# -- config from file and flags -------------------------------------------------------------
+
+
+def resolve_config(args: argparse.Namespace) -> Config:
+    """The config file (or the defaults), with the flags laid over it."""
+    cfg = config_mod.load(args.config) if getattr(args, "config", None) else Config()
+    capture: dict[str, Any] = {}
+    if getattr(args, "interface", None):
+        capture["interfaces"] = tuple(args.interface)
+        capture["pcap"] = ()
+    if getattr(args, "pcap", None):
+        capture["pcap"] = tuple(args.pcap)
+        capture["interfaces"] = ()
+    if getattr(args, "loop", False):
+        capture["loop"] = True
+    if getattr(args, "bpf", None) is not None:
+        capture["bpf_filter"] = args.bpf
+    if getattr(args, "workers", None) is not None:
+        capture["workers"] = args.workers
+    if capture:
+        cfg = cfg.replace("capture", **capture)
+    if getattr(args, "sampling_rate", None) is not None:
+        if not 0 < args.sampling_rate <= 1:
+            raise ConfigError(f"--sampling-rate: must be a number in (0, 1], got {args.sampling_rate}")
+        cfg = cfg.replace("pipeline", sampling_rate=args.sampling_rate)
+    if getattr(args, "listen", None):
+        config_mod.listen_address(args.listen, "--listen")
+        cfg = cfg.replace("web", listen=args.listen)
+    if getattr(args, "web_config_file", None):
+        cfg = cfg.replace("web", config_file=args.web_config_file)
+    if getattr(args, "state_dir", None):
+        cfg = cfg.replace(state_dir=args.state_dir)
+    return cfg
+
+
+def default_route_interface(route_table: Path = Path("/proc/net/route")) -> str:
+    """The interface of the IPv4 default route, for capturing when no interface is named."""
+    try:
+        lines = route_table.read_text().splitlines()[1:]
+    except OSError:
+        lines = []
+    for line in lines:
+        fields = line.split()
+        if len(fields) > 2 and fields[1] == "00000000":
+            return fields[0]
+    raise ConfigError("there is no default route to find an interface by: name one with --interface IFACE (see `ip link`)")
+
+
+def build_labels() -> dict[str, str]:
+    from agent.capture._pcapy import libpcap_version
+
+    return {"version": __version__, "python_version": platform.python_version(), "libpcap_version": libpcap_version()}
+
+
+def interface_names(paths: Sequence[str]) -> list[str]:
+    """Label values for capture files: the file name, or the path where two files share a name."""
+    names = [Path(p).name for p in paths]
+    return [n if names.count(n) == 1 else str(p) for n, p in zip(names, paths)]
+
+
+# -- run --------------------------------------------------------------------------------------
+
+
+def _openers(cfg: Config, *, pace: bool) -> tuple[list[str], Callable[[int], Source]]:
+    from agent.capture.live import LiveSource
+    from agent.capture.offline import FileSource
+
+    c = cfg.capture
+    bpf = c.bpf_filter or None
+    if c.pcap:
+        paths = [Path(p) for p in c.pcap]
+        names = interface_names(c.pcap)
+
+        def open_file(i: int) -> Source:
+            return FileSource(paths[i], index=i, name=names[i], bpf=bpf, pace=pace, loop=c.loop)
+
+        return names, open_file
+    names = list(c.interfaces) or [default_route_interface()]
+    window_ms = max(1, int(cfg.pipeline.batch_window_ms))
+
+    def open_live(i: int) -> Source:
+        return LiveSource(
+            names[i],
+            index=i,
+            snaplen=c.snaplen,
+            promiscuous=c.promiscuous,
+            buffer_bytes=c.buffer_bytes,
+            bpf=bpf,
+            block_timeout_ms=window_ms,
+        )
+
+    return names, open_live
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from prometheus_client import CollectorRegistry
+
+    from agent.engine import Engine
+    from agent.health import health
+    from agent.metrics import SnapshotCollector
+    from agent.pipeline import Pipeline
+    from agent.server import MetricsServer
+
+    cfg = resolve_config(args)
+    names, opener = _openers(cfg, pace=True)
+    pipeline = Pipeline(cfg, names)
+    engine = Engine(
+        pipeline,
+        opener,
+        batch_size=cfg.pipeline.batch_size,
+        window=cfg.pipeline.batch_window_ms / 1000,
+        queue_capacity=cfg.pipeline.queue_capacity_packets,
+        blocking=False,
+    )
+    engine.open_all()
+    build = build_labels()
+
+    def snapshot() -> Snapshot:
+        return engine.snapshot(**build)
+
+    registry = CollectorRegistry()
+    registry.register(SnapshotCollector(snapshot))
+    host, port = config_mod.listen_address(cfg.web.listen)
+    server = MetricsServer(host, port, registry, lambda: health(snapshot()))
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, on_signal)
+    server.start()
+    engine.start()
+    log.info("capturing on %s; serving http://%s:%d/metrics", ", ".join(names), host, server.port)
+    while not stop.wait(0.2):
+        if engine.failure is not None:
+            raise engine.failure
+    engine.close()
+    server.close()
+    return 0
+
+
+# -- replay -----------------------------------------------------------------------------------
+
+
+def snapshot_json(s: Snapshot) -> dict[str, Any]:
+    """The final figures of a replay as plain JSON."""
+    interfaces = {}
+    for k, name in enumerate(s.interfaces):
+        traffic = [
+            {
+                "network": labels.NETWORKS[n],
+                "transport": labels.TRANSPORTS[t],
+                "direction": labels.DIRECTIONS[d],
+                "packets": float(s.traffic_packets[k, n, t, d]),
+                "bytes": float(s.traffic_bytes[k, n, t, d]),
+            }
+            for n, t, d in zip(*s.traffic_packets[k].nonzero())
+        ]
+        interfaces[name] = {
+            "packets_captured": int(s.captured[k]),
+            "packets_processed": int(s.processed[k]),
+            "packets_duplicate": int(s.duplicate[k]),
+            "packets_sampled_out": int(s.sampled_out[k]),
+            "unsupported_link_packets": int(s.unsupported_link[k]),
+            "packets_dropped": dict(zip(labels.DROP_STAGES, map(int, s.dropped[k]))),
+            "traffic_packets": float(s.traffic_packets[k].sum()),
+            "traffic_bytes": float(s.traffic_bytes[k].sum()),
+            "traffic": traffic,
+            "decode_errors": {f"{layer}/{reason}": int(v) for (layer, reason), v in zip(labels.DECODE_ERRORS, s.decode_errors[k]) if v},
+        }
+    return {
+        "version": s.version,
+        "interfaces": interfaces,
+        "flows": {
+            "started": dict(zip(labels.FLOW_TRANSPORTS, map(int, s.flows_started))),
+            "ended": {tr: dict(zip(labels.FLOW_END_REASONS, map(int, row))) for tr, row in zip(labels.FLOW_TRANSPORTS, s.flows_ended)},
+            "active": dict(zip(labels.FLOW_TRANSPORTS, map(int, s.flows_active))),
+        },
+        "caches": {c.name: {"hits": c.hits, "misses": c.misses, "entries": c.entries, "evictions": c.evictions} for c in s.caches},
+        "processing": {"batches": s.batch_seconds.count, "busy_seconds": s.busy_seconds},
+    }
+
+
+def _progress(engine: Any, total_files: int, done: threading.Event) -> None:
+    started = time.monotonic()
+    while not done.wait(0.25):
+        packets = sum(s.captured for s in engine.states)
+        files = sum(s.finished for s in engine.states)
+        rate = packets / max(time.monotonic() - started, 1e-9)
+        sys.stderr.write(f"\rreplay: {files}/{total_files} files, {packets:,} packets, {rate / 1e6:.2f}M packets/s ")
+        sys.stderr.flush()
+    sys.stderr.write("\r\033[K")
+    sys.stderr.flush()
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from agent.engine import Engine
+    from agent.pipeline import Pipeline
+
+    cfg = resolve_config(args).replace("capture", pcap=tuple(args.files), interfaces=(), loop=False)
+    names, opener = _openers(cfg, pace=False)
+    pipeline = Pipeline(cfg, names)
+    engine = Engine(
+        pipeline,
+        opener,
+        batch_size=cfg.pipeline.batch_size,
+        window=0.0,
+        queue_capacity=cfg.pipeline.queue_capacity_packets,
+        blocking=True,
+        retry=False,
+        sequential=True,
+    )
+    engine.open_all()
+    done = threading.Event()
+    bar = None
+    if sys.stderr.isatty():
+        bar = threading.Thread(target=_progress, args=(engine, len(names), done), daemon=True)
+        bar.start()
+    engine.start()
+    try:
+        engine.wait()
+    finally:
+        done.set()
+        if bar is not None:
+            bar.join()
+        engine.close()
+    if engine.failure is not None:
+        raise engine.failure
+    snap = engine.snapshot(**build_labels())
+    if args.format == "json":
+        sys.stdout.write(json.dumps(snapshot_json(snap), indent=2) + "\n")
+    else:
+        from prometheus_client import CollectorRegistry, generate_latest
+
+        from agent.metrics import SnapshotCollector
+
+        registry = CollectorRegistry()
+        registry.register(SnapshotCollector(lambda: snap))
+        sys.stdout.write(generate_latest(registry).decode())
+    return 0
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    config_mod.load(args.file)
+    print(f"{args.file}: valid")
+    return 0
+
+
+# -- entry point ------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pktagent", description="Network traffic exporter: captures packets and serves Prometheus metrics.")
+    p.add_argument("--version", action="version", version=f"pktagent {__version__}")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"], help="what to log to stderr (default: info)")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="capture live (or replay captures at their pace) and serve /metrics and /health")
+    run.add_argument("--config", metavar="FILE", help="YAML config file")
+    run.add_argument("--interface", "-i", action="append", metavar="IFACE", help="capture on IFACE (repeat for several); default: the default-route interface")
+    run.add_argument("--pcap", nargs="+", metavar="FILE", help="replay capture files at their recorded pace instead of capturing live")
+    run.add_argument("--loop", action="store_true", help="start the --pcap files over when they end")
+    run.add_argument("--listen", metavar="HOST:PORT", help=f"where to serve /metrics (default 0.0.0.0:{config_mod.DEFAULT_PORT})")
+    run.add_argument("--web.config.file", dest="web_config_file", metavar="FILE", help="exporter-toolkit web config: TLS and basic auth")
+    run.add_argument("--bpf", metavar="EXPR", help="BPF capture filter, e.g. 'not port 22'")
+    run.add_argument("--sampling-rate", type=float, metavar="R", help="keep this share of packets, 0 < R <= 1")
+    run.add_argument("--state-dir", metavar="DIR", help="where the agent keeps its state")
+    run.add_argument("--workers", type=int, metavar="N", help="capture processes per interface (PACKET_FANOUT_HASH)")
+    run.set_defaults(func=cmd_run)
+
+    replay = sub.add_parser("replay", help="read capture files at full speed and print the final metrics")
+    replay.add_argument("files", nargs="+", metavar="FILE", help="pcap or pcapng files")
+    replay.add_argument("--config", metavar="FILE", help="YAML config file")
+    replay.add_argument("--format", choices=["prometheus", "json"], default="prometheus", help="output format (default: prometheus)")
+    replay.add_argument("--bpf", metavar="EXPR", help="BPF filter applied while reading")
+    replay.set_defaults(func=cmd_replay)
+
+    check = sub.add_parser("check-config", help="validate a config file and exit")
+    check.add_argument("file", metavar="FILE")
+    check.set_defaults(func=cmd_check_config)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=getattr(logging, args.log_level.upper()), format="pktagent: %(levelname)s: %(message)s", stream=sys.stderr)
+    try:
+        result: int = args.func(args)
+        return result
+    except PktagentError as e:
+        print(f"pktagent: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # The reader of our output went away (e.g. `| head`): not an error of ours.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0

@@ -1,0 +1,73 @@
+"""Decode a raw batch into header columns, one vectorised pass per protocol layer.
+
+``decode`` never raises: whatever it cannot read becomes a decode error code on that packet,
+and the packet is still counted with as much as could be read (its network, and transport
+``other`` when the transport header is missing or malformed).
+
+>>> from agent.batch import RawBatch
+>>> import numpy as np
+>>> frame = bytes.fromhex("ffffffffffff020000000001" "0806") + bytes(28)
+>>> raw = RawBatch(0, 1, np.frombuffer(frame, np.uint8), np.array([0]), np.array([42]),
+...                np.array([60]), np.array([0]))
+>>> decode(raw).network.tolist()   # labels.ARP
+[2]
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from agent import labels
+from agent.batch import Batch, RawBatch
+from agent.decode import ip, transport
+from agent.decode._columns import Columns, select
+from agent.decode.arp import arp
+from agent.decode.link import ETH_ARP, ETH_IPV4, ETH_IPV6, LINK_DECODERS, LINK_NAMES, supported
+
+__all__ = ["LINK_NAMES", "decode", "supported"]
+
+_NO_WIRE_END = np.iinfo(np.int64).max // 2
+
+
+def decode(raw: RawBatch) -> Batch:
+    """Decode every packet of ``raw`` (whose link type must be ``supported``)."""
+    n = len(raw)
+    link = LINK_DECODERS[raw.linktype](raw)
+    c = Columns.empty(n)
+    c.error[:] = link.error
+    end = raw.offset + raw.caplen
+    wire_known = raw.wirelen > 0
+    wire_end = np.where(wire_known, raw.offset + raw.wirelen, _NO_WIRE_END)
+    et = link.ethertype
+    for ethertype, decoder in ((ETH_IPV4, ip.ipv4), (ETH_IPV6, ip.ipv6)):
+        is_this = et == ethertype
+        if is_this.any():
+            decoder(raw.data, link.l3, end, wire_end, c, select(is_this))
+    is_arp = et == ETH_ARP
+    if is_arp.any():
+        arp(raw.data, link.l3, end, c, select(is_arp))
+    transport.decode(raw.data, c)
+    transport.mark_other(c)
+    # A live capture cut by the snaplen does not know the wire length: the IP header tells it.
+    derived = np.where(c.is_ip, c.ip_limit - raw.offset, raw.caplen)
+    wirelen = np.where(wire_known, raw.wirelen, np.maximum(derived, raw.caplen))
+    has_l3 = c.network != labels.OTHER_NET
+    return Batch(
+        raw=raw,
+        network=c.network,
+        transport=c.transport,
+        error=c.error,
+        wirelen=wirelen,
+        l3=np.where(has_l3, link.l3, -1),
+        l3len=c.l3len,
+        proto=c.proto,
+        src_hi=c.src_hi,
+        src_lo=c.src_lo,
+        dst_hi=c.dst_hi,
+        dst_lo=c.dst_lo,
+        sport=c.sport,
+        dport=c.dport,
+        tcp_flags=c.tcp_flags,
+        has_ports=c.has_ports,
+        is_ip=c.is_ip,
+    )

@@ -1,0 +1,69 @@
+"""The mutable per-packet columns that the protocol decoders fill in, one row range each."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from agent import labels
+from agent.batch import I64, U8, U64, Mask
+
+Rows = slice | I64
+
+
+def select(mask: Mask) -> Rows:
+    """Row selector for ``mask``: a plain slice when it selects every row (no gather needed)."""
+    if mask.all():
+        return slice(None)
+    return np.flatnonzero(mask)
+
+
+def count(rows: Rows, n: int) -> int:
+    return n if isinstance(rows, slice) else int(rows.size)
+
+
+@dataclass(slots=True)
+class Columns:
+    network: U8
+    transport: U8
+    error: U8
+    l3len: I64
+    proto: U8
+    src_hi: U64
+    src_lo: U64
+    dst_hi: U64
+    dst_lo: U64
+    sport: I64
+    dport: I64
+    tcp_flags: U8
+    has_ports: Mask
+    is_ip: Mask
+    l4: I64  # offset of the transport header (-1: none)
+    ip_end: I64  # end of the IP packet within the captured bytes
+    ip_limit: I64  # where the IP header says the packet ends (may lie past the captured bytes)
+    nonfirst: Mask  # a fragment other than the first: no transport header
+
+    @classmethod
+    def empty(cls, n: int) -> Columns:
+        z64 = np.zeros(n, np.int64)
+        return cls(
+            network=np.full(n, labels.OTHER_NET, np.uint8),
+            transport=np.full(n, labels.NO_TRANSPORT, np.uint8),
+            error=np.zeros(n, np.uint8),
+            l3len=z64.copy(),
+            proto=np.zeros(n, np.uint8),
+            src_hi=np.zeros(n, np.uint64),
+            src_lo=np.zeros(n, np.uint64),
+            dst_hi=np.zeros(n, np.uint64),
+            dst_lo=np.zeros(n, np.uint64),
+            sport=z64.copy(),
+            dport=z64.copy(),
+            tcp_flags=np.zeros(n, np.uint8),
+            has_ports=np.zeros(n, np.bool_),
+            is_ip=np.zeros(n, np.bool_),
+            l4=np.full(n, -1, np.int64),
+            ip_end=z64.copy(),
+            ip_limit=z64,
+            nonfirst=np.zeros(n, np.bool_),
+        )

@@ -1,0 +1,191 @@
+"""Device lookup: which device a local address belongs to, through a bounded TTL cache in front of a store.
+
+The store is pluggable (``DeviceStore``): the inventory from the config is one; the
+registry that learns names from the traffic is another. The cache is asked once per distinct
+local address in a batch, never per packet, and its entries expire on packet time, so a
+replay gives the same hits and misses every time.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from agent._arrays import unique, unique_inverse
+from agent.batch import I64, U64, Batch
+from agent.hashindex import HashIndex
+
+_M = np.uint64(0x9E3779B97F4A7C15)
+UNKNOWN = -1
+
+
+def address_int(text: str) -> int:
+    """An address as the 128-bit integer the pipeline uses (IPv4 as IPv4-mapped IPv6)."""
+    addr = ipaddress.ip_address(text)
+    if addr.version == 4:
+        return 0xFFFF_0000_0000 | int(addr)
+    return int(addr)
+
+
+@dataclass(frozen=True)
+class Device:
+    name: str
+    macs: tuple[str, ...] = ()
+    addresses: tuple[str, ...] = ()
+
+
+class DeviceStore(Protocol):
+    def lookup(self, address: int) -> str | None:
+        """The name of the device that has ``address`` (a 128-bit integer), if known."""
+        ...
+
+
+class Inventory:
+    """Devices the operator named in the config.
+
+    >>> Inventory([Device("tv", addresses=("192.168.1.20",))]).lookup(address_int("192.168.1.20"))
+    'tv'
+    """
+
+    def __init__(self, devices: Iterable[Device]) -> None:
+        self.devices = list(devices)
+        self._by_address = {address_int(a): d.name for d in self.devices for a in d.addresses}
+
+    def lookup(self, address: int) -> str | None:
+        return self._by_address.get(address)
+
+
+class AddressCache:
+    """A bounded TTL cache from address keys to device ids, looked up a whole column at a time.
+
+    Entries expire ``ttl`` after they were stored, on the caller's clock; when the cache is
+    full the entries closest to expiry make room. Lookups are counted as hits or misses,
+    and evictions apart from expirations.
+
+    >>> c = AddressCache(4, ttl=10)
+    >>> c.put(np.array([6], np.uint64), np.array([3]), now=0)
+    >>> c.get(np.array([6, 10], np.uint64), now=5)[0].tolist()
+    [3, -1]
+    """
+
+    def __init__(self, max_entries: int, ttl: int) -> None:
+        self.max_entries, self.ttl = max_entries, ttl
+        self._index = HashIndex(max_entries)
+        self._key = np.zeros(max_entries, np.uint64)
+        self._value = np.zeros(max_entries, np.int64)
+        self._expires = np.zeros(max_entries, np.int64)
+        self._used = np.zeros(max_entries, np.bool_)
+        self._free = list(range(max_entries - 1, -1, -1))
+        self.hits = self.misses = self.evictions = self.expirations = 0
+
+    def __len__(self) -> int:
+        return self.max_entries - len(self._free)
+
+    def get(self, keys: U64, now: int) -> tuple[I64, np.ndarray]:
+        """(value or UNKNOWN, hit) for each key."""
+        slots = self._index.lookup(keys)
+        hit = slots >= 0
+        fresh = self._expires[slots] > now
+        expired = hit & ~fresh
+        hit &= fresh
+        nhit = int(np.count_nonzero(hit))
+        self.hits += nhit
+        self.misses += keys.size - nhit
+        if expired.any():
+            gone = unique(slots[expired])
+            self.expirations += gone.size
+            self._drop(gone)
+        return np.where(hit, self._value[slots], UNKNOWN), hit
+
+    def put(self, keys: U64, values: I64, now: int) -> None:
+        """Store distinct keys that are not in the cache."""
+        room = len(self._free)
+        if keys.size > room:
+            used = np.flatnonzero(self._used)
+            count = min(keys.size - room, used.size)
+            victims = used[np.argpartition(self._expires[used], count - 1)[:count]]
+            self.evictions += victims.size
+            self._drop(victims)
+        if keys.size > self.max_entries:
+            keys, values = keys[: self.max_entries], values[: self.max_entries]
+        slots = np.array([self._free.pop() for _ in range(keys.size)], np.int64)
+        self._index.insert(keys, slots)
+        self._key[slots], self._value[slots] = keys, values
+        self._expires[slots] = now + self.ttl
+        self._used[slots] = True
+
+    def _drop(self, slots: I64) -> None:
+        self._index.delete(self._key[slots])
+        self._used[slots] = False
+        self._free.extend(slots.tolist())
+
+
+class DeviceLookup:
+    """Per batch: the device of each packet's local source and destination (``UNKNOWN`` if none)."""
+
+    def __init__(self, store: DeviceStore, cache_entries: int, ttl_us: int) -> None:
+        self.store = store
+        self.cache = AddressCache(cache_entries, ttl_us)
+        self.names: list[str] = []
+        self._ids: dict[str, int] = {}
+
+    def device_id(self, name: str) -> int:
+        found = self._ids.get(name)
+        if found is None:
+            found = self._ids[name] = len(self.names)
+            self.names.append(name)
+        return found
+
+    def lookup(self, hi: U64, lo: U64, now: int) -> I64:
+        """Device ids for a column of addresses: the cache answers, the store fills what it misses."""
+        key = ((hi * _M) ^ lo) | np.uint64(2)
+        ids, hit = self.cache.get(key, now)
+        if not hit.all():
+            miss = np.flatnonzero(~hit)
+            keys, first, inverse = unique_inverse(key[miss])
+            found = np.array(
+                [
+                    self._resolve((h << 64) | low)
+                    for h, low in zip(hi[miss[first]].tolist(), lo[miss[first]].tolist())
+                ],
+                np.int64,
+            )
+            self.cache.put(keys, found, now)
+            ids[miss] = found[inverse]
+        return ids
+
+    def _resolve(self, address: int) -> int:
+        name = self.store.lookup(address)
+        return UNKNOWN if name is None else self.device_id(name)
+
+    def apply(self, batch: Batch) -> tuple[I64, I64]:
+        """(source device, destination device) of every packet; local addresses only."""
+        n = len(batch)
+        src = np.full(n, UNKNOWN, np.int64)
+        dst = np.full(n, UNKNOWN, np.int64)
+        counted = batch.counted
+        s = np.flatnonzero(batch.src_local & counted)
+        d = np.flatnonzero(batch.dst_local & counted)
+        if s.size + d.size == 0:
+            return src, dst
+        now = int(batch.ts.max())
+        ids = self.lookup(
+            np.concatenate((batch.src_hi[s], batch.dst_hi[d])),
+            np.concatenate((batch.src_lo[s], batch.dst_lo[d])),
+            now,
+        )
+        src[s] = ids[: s.size]
+        dst[d] = ids[s.size :]
+        return src, dst
+
+
+def inventory_devices(entries: Sequence[dict[str, object]]) -> list[Device]:
+    """Devices from the config's ``devices`` list (already validated)."""
+    return [
+        Device(str(e["name"]), tuple(str(m) for m in e.get("macs", ()) or ()), tuple(str(a) for a in e.get("addresses", ()) or ()))  # type: ignore[union-attr]
+        for e in entries
+    ]
