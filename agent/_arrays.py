@@ -6,11 +6,15 @@ integers; a sort and a comparison do the same job in a few microseconds.
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import numpy as np
 import numpy.typing as npt
 
+T = TypeVar("T", bound=np.generic)
 
-def unique(values: npt.NDArray[np.generic]) -> npt.NDArray[np.generic]:
+
+def unique(values: npt.NDArray[T]) -> npt.NDArray[T]:
     """The distinct values, sorted."""
     if values.size < 2:
         return values.copy()
@@ -21,7 +25,7 @@ def unique(values: npt.NDArray[np.generic]) -> npt.NDArray[np.generic]:
     return s[keep]
 
 
-def unique_first(values: npt.NDArray[np.generic]) -> tuple[npt.NDArray[np.generic], npt.NDArray[np.intp]]:
+def unique_first(values: npt.NDArray[T]) -> tuple[npt.NDArray[T], npt.NDArray[np.intp]]:
     """The distinct values, sorted, and the position of each one's first occurrence."""
     order = np.argsort(values, kind="stable")
     s = values[order]
@@ -33,8 +37,8 @@ def unique_first(values: npt.NDArray[np.generic]) -> tuple[npt.NDArray[np.generi
 
 
 def unique_inverse(
-    values: npt.NDArray[np.generic],
-) -> tuple[npt.NDArray[np.generic], npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+    values: npt.NDArray[T],
+) -> tuple[npt.NDArray[T], npt.NDArray[np.intp], npt.NDArray[np.intp]]:
     """The distinct values (sorted), each one's first position, and for every value its index among them."""
     order = np.argsort(values, kind="stable")
     s = values[order]

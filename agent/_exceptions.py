@@ -24,7 +24,7 @@ class CaptureError(PktagentError):
     """A capture source cannot be opened or read."""
 
 
-class PermissionDenied(CaptureError):
+class CapturePermissionError(CaptureError):
     """The process lacks the privilege to capture (CAP_NET_RAW)."""
 
 

@@ -63,7 +63,7 @@ class Classifier:
         """True where the 128-bit address (IPv4 as IPv4-mapped) is in a local network."""
         v4 = (hi == 0) & ((lo >> np.uint64(32)) == np.uint64(0xFFFF))
         code = np.where(v4, self._t4[(lo >> np.uint64(16)) & np.uint64(0xFFFF)], self._t6[hi >> np.uint64(48)])
-        local = code == LOCAL
+        local: Mask = code == LOCAL
         check = np.flatnonzero(code == CHECK)
         if check.size:
             h, lo_c, c4 = hi[check], lo[check], v4[check]

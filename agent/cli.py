@@ -83,29 +83,17 @@ def build_labels() -> dict[str, str]:
     return {"version": __version__, "python_version": platform.python_version(), "libpcap_version": libpcap_version()}
 
 
-def interface_names(paths: Sequence[str]) -> list[str]:
-    """Label values for capture files: the file name, or the path where two files share a name."""
-    names = [Path(p).name for p in paths]
-    return [n if names.count(n) == 1 else str(p) for n, p in zip(names, paths)]
-
-
 # -- run --------------------------------------------------------------------------------------
 
 
 def _openers(cfg: Config, *, pace: bool) -> tuple[list[str], Callable[[int], Source]]:
     from agent.capture.live import LiveSource
-    from agent.capture.offline import FileSource
+    from agent.replay import file_opener
 
     c = cfg.capture
     bpf = c.bpf_filter or None
     if c.pcap:
-        paths = [Path(p) for p in c.pcap]
-        names = interface_names(c.pcap)
-
-        def open_file(i: int) -> Source:
-            return FileSource(paths[i], index=i, name=names[i], bpf=bpf, pace=pace, loop=c.loop)
-
-        return names, open_file
+        return file_opener(cfg, c.pcap, pace=pace)
     names = list(c.interfaces) or [default_route_interface()]
     window_ms = max(1, int(cfg.pipeline.batch_window_ms))
 
@@ -226,27 +214,14 @@ def _progress(engine: Any, total_files: int, done: threading.Event) -> None:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from agent.engine import Engine
-    from agent.pipeline import Pipeline
+    from agent.replay import replay_engine
 
     cfg = resolve_config(args).replace("capture", pcap=tuple(args.files), interfaces=(), loop=False)
-    names, opener = _openers(cfg, pace=False)
-    pipeline = Pipeline(cfg, names)
-    engine = Engine(
-        pipeline,
-        opener,
-        batch_size=cfg.pipeline.batch_size,
-        window=0.0,
-        queue_capacity=cfg.pipeline.queue_capacity_packets,
-        blocking=True,
-        retry=False,
-        sequential=True,
-    )
-    engine.open_all()
+    engine = replay_engine(cfg, args.files)
     done = threading.Event()
     bar = None
     if sys.stderr.isatty():
-        bar = threading.Thread(target=_progress, args=(engine, len(names), done), daemon=True)
+        bar = threading.Thread(target=_progress, args=(engine, len(args.files), done), daemon=True)
         bar.start()
     engine.start()
     try:
@@ -262,14 +237,19 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if args.format == "json":
         sys.stdout.write(json.dumps(snapshot_json(snap), indent=2) + "\n")
     else:
-        from prometheus_client import CollectorRegistry, generate_latest
-
-        from agent.metrics import SnapshotCollector
-
-        registry = CollectorRegistry()
-        registry.register(SnapshotCollector(lambda: snap))
-        sys.stdout.write(generate_latest(registry).decode())
+        sys.stdout.write(exposition(snap).decode())
     return 0
+
+
+def exposition(snap: Snapshot) -> bytes:
+    """The Prometheus text exposition of one snapshot."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from agent.metrics import SnapshotCollector
+
+    registry = CollectorRegistry()
+    registry.register(SnapshotCollector(lambda: snap))
+    return bytes(generate_latest(registry))
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:

@@ -178,7 +178,7 @@ def _convert(value: Any, kind: Any, path: str, meta: Mapping[str, Any]) -> Any:
             raise ConfigError(f"config key {path}: must be true or false, got {_describe(value)}")
         return value
     if kind is int or kind is float:
-        ok = isinstance(value, int) and not isinstance(value, bool) or (kind is float and isinstance(value, float))
+        ok = (isinstance(value, int) and not isinstance(value, bool)) or (kind is float and isinstance(value, float))
         low, high = meta.get("low"), meta.get("high")
         bounds = f" between {low:g} and {high:g}" if low is not None and high is not None else ""
         noun = "an integer" if kind is int else "a number"

@@ -7,6 +7,7 @@ pipeline's lock; ``snapshot`` copies it out for the exporters.
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
 
 from agent import labels
 from agent.batch import Batch
@@ -53,13 +54,10 @@ class Counters:
             cell, wire = cell[counted], b.wirelen[counted]
         else:
             wire = b.wirelen
-        packets = np.bincount(cell, minlength=N_CELLS).astype(np.float64)
-        octets = np.bincount(cell, weights=wire, minlength=N_CELLS)
-        if scale != 1.0:
-            packets *= scale
-            octets *= scale
-        self.traffic_packets[i] += packets
-        self.traffic_bytes[i] += octets
+        packets: npt.NDArray[np.float64] = np.bincount(cell, minlength=N_CELLS).astype(np.float64)
+        octets: npt.NDArray[np.float64] = np.bincount(cell, weights=wire, minlength=N_CELLS).astype(np.float64)
+        self.traffic_packets[i] += packets * scale
+        self.traffic_bytes[i] += octets * scale
 
     def add_unsupported(self, iface: int, count: int) -> None:
         self.unsupported_link[iface] += count

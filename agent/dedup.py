@@ -27,7 +27,6 @@ _M2 = np.uint64(0xBF58476D1CE4E5B9)
 _S = np.uint64(31)
 
 
-
 def _mask_table() -> np.ndarray:
     """_MASK[kind, n]: words that keep the first n hashed bytes and clear what a router rewrites.
 

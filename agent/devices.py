@@ -9,14 +9,14 @@ replay gives the same hits and misses every time.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable
 from typing import Protocol
 
 import numpy as np
 
 from agent._arrays import unique, unique_inverse
 from agent.batch import I64, U64, Batch
+from agent.config import DeviceEntry
 from agent.hashindex import HashIndex
 
 _M = np.uint64(0x9E3779B97F4A7C15)
@@ -31,13 +31,6 @@ def address_int(text: str) -> int:
     return int(addr)
 
 
-@dataclass(frozen=True)
-class Device:
-    name: str
-    macs: tuple[str, ...] = ()
-    addresses: tuple[str, ...] = ()
-
-
 class DeviceStore(Protocol):
     def lookup(self, address: int) -> str | None:
         """The name of the device that has ``address`` (a 128-bit integer), if known."""
@@ -47,11 +40,11 @@ class DeviceStore(Protocol):
 class Inventory:
     """Devices the operator named in the config.
 
-    >>> Inventory([Device("tv", addresses=("192.168.1.20",))]).lookup(address_int("192.168.1.20"))
+    >>> Inventory([DeviceEntry("tv", addresses=("192.168.1.20",))]).lookup(address_int("192.168.1.20"))
     'tv'
     """
 
-    def __init__(self, devices: Iterable[Device]) -> None:
+    def __init__(self, devices: Iterable[DeviceEntry]) -> None:
         self.devices = list(devices)
         self._by_address = {address_int(a): d.name for d in self.devices for a in d.addresses}
 
@@ -148,10 +141,7 @@ class DeviceLookup:
             miss = np.flatnonzero(~hit)
             keys, first, inverse = unique_inverse(key[miss])
             found = np.array(
-                [
-                    self._resolve((h << 64) | low)
-                    for h, low in zip(hi[miss[first]].tolist(), lo[miss[first]].tolist())
-                ],
+                [self._resolve((h << 64) | low) for h, low in zip(hi[miss[first]].tolist(), lo[miss[first]].tolist())],
                 np.int64,
             )
             self.cache.put(keys, found, now)
@@ -181,11 +171,3 @@ class DeviceLookup:
         src[s] = ids[: s.size]
         dst[d] = ids[s.size :]
         return src, dst
-
-
-def inventory_devices(entries: Sequence[dict[str, object]]) -> list[Device]:
-    """Devices from the config's ``devices`` list (already validated)."""
-    return [
-        Device(str(e["name"]), tuple(str(m) for m in e.get("macs", ()) or ()), tuple(str(a) for a in e.get("addresses", ()) or ()))  # type: ignore[union-attr]
-        for e in entries
-    ]

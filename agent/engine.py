@@ -87,8 +87,8 @@ class CaptureState:
     error: str = ""
     captured: int = 0
     queue_dropped: int = 0
-    pcap: CaptureStats = CaptureStats()  # libpcap's figures of the current handle
-    pcap_before: CaptureStats = CaptureStats()  # summed over handles closed before it
+    pcap: CaptureStats = field(default_factory=CaptureStats)  # libpcap's figures of the current handle
+    pcap_before: CaptureStats = field(default_factory=CaptureStats)  # summed over handles closed before it
     finished: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -211,10 +211,7 @@ class Engine:
         state = self.states[i]
         n = len(batch)
         pcap = src.stats()
-        if n and not self.queue.put(batch, n, block=self._blocking):
-            dropped = n
-        else:
-            dropped = 0
+        dropped = n if n and not self.queue.put(batch, n, block=self._blocking) else 0
         with state.lock:
             state.captured += n
             state.queue_dropped += dropped
@@ -291,6 +288,8 @@ class Engine:
             queue_packets=self.queue.packets,
             queue_capacity=self.queue.capacity,
             capture_errors=tuple(errors),
-            **build,
+            version=build.get("version", ""),
+            python_version=build.get("python_version", ""),
+            libpcap_version=build.get("libpcap_version", ""),
             **fields,
         )

@@ -21,7 +21,9 @@ def health(s: Snapshot) -> tuple[int, dict[str, Any]]:
             "packets_captured": int(captured),
             "last_packet_timestamp_seconds": float(last),
         }
-        for name, up, error, captured, last in zip(s.interfaces, s.capture_up.tolist(), s.capture_errors or ("",) * len(s.interfaces), s.captured.tolist(), s.last_packet_seconds.tolist())
+        for name, up, error, captured, last in zip(
+            s.interfaces, s.capture_up.tolist(), s.capture_errors or ("",) * len(s.interfaces), s.captured.tolist(), s.last_packet_seconds.tolist()
+        )
     ]
     batches = s.batch_seconds.count
     down = [c["interface"] for c in captures if not c["up"]]

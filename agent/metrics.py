@@ -58,7 +58,11 @@ def capture(s: Snapshot) -> Iterator[Metric]:
         s, "last_packet_timestamp_seconds", "Timestamp of the newest packet processed from the interface (0: none yet).", s.last_packet_seconds, counter=False
     )
     yield _per_interface(s, "packets_captured", "Packets libpcap handed over.", s.captured)
-    dropped = CounterMetricFamily(f"{NS}_packets_dropped", "Packets lost before processing, by stage: kernel and interface (libpcap's figures) or queue (agent full).", labels=["interface", "stage"])
+    dropped = CounterMetricFamily(
+        f"{NS}_packets_dropped",
+        "Packets lost before processing, by stage: kernel and interface (libpcap's figures) or queue (agent full).",
+        labels=["interface", "stage"],
+    )
     for iface, row in zip(s.interfaces, s.dropped.tolist()):
         for stage, v in zip(labels.DROP_STAGES, row):
             dropped.add_metric([iface, stage], v)
@@ -70,7 +74,9 @@ def capture(s: Snapshot) -> Iterator[Metric]:
 
 
 def decode_errors(s: Snapshot) -> Iterator[Metric]:
-    m = CounterMetricFamily(f"{NS}_decode_errors", "Headers that could not be read, by layer and reason; the packets are still counted.", labels=["interface", "layer", "reason"])
+    m = CounterMetricFamily(
+        f"{NS}_decode_errors", "Headers that could not be read, by layer and reason; the packets are still counted.", labels=["interface", "layer", "reason"]
+    )
     for iface, row in zip(s.interfaces, s.decode_errors.tolist()):
         for (layer, reason), v in zip(labels.DECODE_ERRORS, row):
             if v:

@@ -19,15 +19,13 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
-
 from agent.batch import RawBatch
 from agent.classify import Classifier
 from agent.config import Config
 from agent.counters import Counters
 from agent.decode import decode, supported
 from agent.dedup import Dedup
-from agent.devices import DeviceLookup, DeviceStore, Inventory, inventory_devices
+from agent.devices import DeviceLookup, DeviceStore, Inventory
 from agent.flows import FlowTable
 from agent.sample import Sampler
 from agent.snapshot import CacheStats
@@ -42,7 +40,7 @@ class Pipeline:
         self.sampler = Sampler(config.pipeline.sampling_rate)
         self.classifier = Classifier(config.local_networks)
         if store is None:
-            store = Inventory(inventory_devices([vars(d) for d in config.devices.inventory]))
+            store = Inventory(config.devices.inventory)
         self.devices = DeviceLookup(store, config.devices.cache_size, int(config.devices.cache_ttl_seconds * 1_000_000))
         f = config.flows
         self.flows = FlowTable(

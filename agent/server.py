@@ -56,7 +56,7 @@ class _Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(body)
 
-    def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+    def do_GET(self) -> None:
         if not self.server.authorize(self):
             return
         path = urlsplit(self.path).path
@@ -71,7 +71,7 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._send(404, b"404 page not found\n", "text/plain; charset=utf-8")
 
-    do_HEAD = do_GET
+    do_HEAD = do_GET  # noqa: N815 - the stdlib's name
 
 
 def _allow_all(handler: BaseHTTPRequestHandler) -> bool:

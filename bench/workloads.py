@@ -77,9 +77,7 @@ def write_pcap(path: Path, p: Packets) -> None:
     total = int(rec[-1] + 16 + flen[-1])
     buf = np.zeros(total, dtype=np.uint8)
     buf[:24] = np.frombuffer(
-        np.array([PCAP_MAGIC], "<u4").tobytes()
-        + np.array([2, 4], "<u2").tobytes()
-        + np.array([0, 0, 262144, LINKTYPE_ETHERNET], "<u4").tobytes(),
+        np.array([PCAP_MAGIC], "<u4").tobytes() + np.array([2, 4], "<u2").tobytes() + np.array([0, 0, 262144, LINKTYPE_ETHERNET], "<u4").tobytes(),
         dtype=np.uint8,
     )
     _put_le32(buf, rec, p.ts_us // 1_000_000)
@@ -169,7 +167,7 @@ def home_mix(n_packets: int, seed: int = 1) -> tuple[Packets, dict[str, int]]:
     """W1: ~20k flows per 2M packets, heavy-tailed sizes, 25% IPv6, 5% VLAN, ~2.5% duplicates."""
     rng = np.random.default_rng(seed)
     dup_share = 0.025
-    base = int(round(n_packets / (1 + dup_share)))
+    base = round(n_packets / (1 + dup_share))
     n_flows = max(4, n_packets // 100)
     sizes = np.floor(rng.pareto(1.2, n_flows) * 8 + 2).astype(np.int64)
     sizes = np.maximum(2, np.round(sizes * base / sizes.sum())).astype(np.int64)

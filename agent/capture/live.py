@@ -7,13 +7,14 @@ an idle link never holds up shutdown.
 
 from __future__ import annotations
 
+import contextlib
 import select
 import time
 
 import numpy as np
 import pcapy
 
-from agent._exceptions import CaptureError, ConfigError, PermissionDenied
+from agent._exceptions import CaptureError, CapturePermissionError, ConfigError
 from agent.batch import RawBatch
 from agent.capture import CaptureStats
 from agent.capture._pcapy import ACTIVATE_ERRORS, PERMISSION_CODES, PcapError, columns
@@ -25,8 +26,8 @@ PERMISSION_HINT = (
 IDLE_WAIT = 0.2  # seconds a read waits on an idle link before handing back an empty batch
 
 
-def _permission_error(interface: str, message: str) -> PermissionDenied:
-    return PermissionDenied(f"no permission to capture on {interface} ({message}): {PERMISSION_HINT}")
+def _permission_error(interface: str, message: str) -> CapturePermissionError:
+    return CapturePermissionError(f"no permission to capture on {interface} ({message}): {PERMISSION_HINT}")
 
 
 class LiveSource:
@@ -148,8 +149,6 @@ class LiveSource:
         return CaptureStats(received, dropped, if_dropped)
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(KeyError, ValueError, PcapError):
             self._poll.unregister(self._handle.getfd())
-        except (KeyError, ValueError, PcapError):
-            pass
         self._handle.close()

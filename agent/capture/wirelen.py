@@ -96,7 +96,8 @@ class WireLengths:
                 fields = view[rec].copy().view(self._dtype).astype(np.int64)  # sec, frac, incl_len, orig_len
                 if np.array_equal(fields[:, 2], caplen) and np.array_equal(fields[:, 0], ts // 1_000_000):
                     self._pos = int(rec[-1] + step[-1])
-                    return np.maximum(fields[:, 3], caplen)
+                    wire: I64 = np.maximum(fields[:, 3], caplen)
+                    return wire
         # A BPF filter skipped records, or libpcap shortened one: match records one by one.
         return self._walk_pcap(caplen, ts)
 

@@ -38,7 +38,8 @@ class Link(NamedTuple):
 
 
 def _is_tag(ethertype: I64) -> np.ndarray:
-    return (ethertype == 0x8100) | (ethertype == 0x88A8) | (ethertype == 0x9100)
+    tag: np.ndarray = (ethertype == 0x8100) | (ethertype == 0x88A8) | (ethertype == 0x9100)
+    return tag
 
 
 def _vlan_tags(data: U8, end: I64, ethertype: I64, at: I64, error: U8) -> tuple[I64, I64]:

@@ -1,0 +1,57 @@
+# pktagent: `make run` captures live, `make demo` replays sample traffic, `make test` runs everything.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PORT   ?= 10464
+# Debian packages the tests use: promtool and a real Prometheus, tcpreplay and iproute2 for live
+# capture in network namespaces, tshark as the reference decoder, tcpdump and softflowd as peers.
+APT_PACKAGES := prometheus tcpreplay tshark tcpdump softflowd iproute2 util-linux libcap2-bin
+
+.PHONY: run demo test lint typecheck bench bench-live fuzz soak clean system-deps
+
+$(BIN)/pktagent: pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e .
+	@touch $@
+
+$(VENV)/.dev: $(BIN)/pktagent
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+run: $(BIN)/pktagent
+	$(BIN)/pktagent run --listen 0.0.0.0:$(PORT)
+
+demo: $(BIN)/pktagent
+	$(BIN)/python bench/workloads.py --out build/demo --packets 20000 w1
+	$(BIN)/pktagent run --pcap build/demo/w1.pcap --loop --listen 127.0.0.1:$(PORT)
+
+system-deps:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing:$$missing"; \
+	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+	  else \
+	    echo "missing Debian packages:$$missing (run make test as root, or apt-get install them)"; exit 1; \
+	  fi; \
+	fi
+
+lint: $(VENV)/.dev
+	$(BIN)/ruff check agent tests bench
+	$(BIN)/ruff format --check agent tests bench
+
+typecheck: $(VENV)/.dev
+	$(BIN)/mypy
+
+test: system-deps $(VENV)/.dev lint typecheck
+	CI=$${CI:-} $(BIN)/python -m pytest -q
+
+bench: $(BIN)/pktagent system-deps
+	$(BIN)/python bench/run.py
+
+bench-live: $(BIN)/pktagent system-deps
+	$(BIN)/python bench/live.py
+
+clean:
+	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache
