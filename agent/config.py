@@ -158,6 +158,10 @@ def listen_address(value: str, key: str = "web.listen") -> tuple[str, int]:
 # -- building from YAML -------------------------------------------------------------------
 
 
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
 def _describe(value: object) -> str:
     return repr(value) if not isinstance(value, (dict, list)) else type(value).__name__
 
@@ -180,7 +184,7 @@ def _convert(value: Any, kind: Any, path: str, meta: Mapping[str, Any]) -> Any:
     if kind is int or kind is float:
         ok = (isinstance(value, int) and not isinstance(value, bool)) or (kind is float and isinstance(value, float))
         low, high = meta.get("low"), meta.get("high")
-        bounds = f" between {low:g} and {high:g}" if low is not None and high is not None else ""
+        bounds = f" between {_number(low)} and {_number(high)}" if low is not None and high is not None else ""
         noun = "an integer" if kind is int else "a number"
         if not ok or (low is not None and value < low) or (high is not None and value > high):
             raise ConfigError(f"config key {path}: must be {noun}{bounds}, got {_describe(value)}")
@@ -240,7 +244,7 @@ def load(path: str | Path) -> Config:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise ConfigError(f"config file {p} is not valid YAML{where}: {problem}") from None
+        raise ConfigError(f"{p}: not valid YAML{where}: {problem}") from None
     try:
         return from_mapping(data)
     except ConfigError as e:

@@ -100,11 +100,13 @@ class AddressCache:
         if keys.size > room:
             used = np.flatnonzero(self._used)
             count = min(keys.size - room, used.size)
-            victims = used[np.argpartition(self._expires[used], count - 1)[:count]]
-            self.evictions += victims.size
-            self._drop(victims)
+            if count:
+                victims = used[np.argpartition(self._expires[used], count - 1)[:count]]
+                self.evictions += victims.size
+                self._drop(victims)
         if keys.size > self.max_entries:
-            keys, values = keys[: self.max_entries], values[: self.max_entries]
+            self.evictions += keys.size - self.max_entries  # more than it holds at once: keep the last
+            keys, values = keys[-self.max_entries :], values[-self.max_entries :]
         slots = np.array([self._free.pop() for _ in range(keys.size)], np.int64)
         self._index.insert(keys, slots)
         self._key[slots], self._value[slots] = keys, values

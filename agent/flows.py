@@ -65,6 +65,9 @@ class FlowTable:
         self._n_free = n
         self._closing: I64 = np.zeros(0, np.int64)
         self._next_sweep: int | None = None
+        self._first_packet = np.zeros(n, np.intp)  # scratch: a chunk's first packet of each slot
+        # Timeouts are decided to within this much packet time.
+        self.resolution_us = max(1000, min(1_000_000, idle_us, active_us, linger_us or 1_000_000))
         self.active = np.zeros(N_TRANSPORTS, np.int64)
         self.started = np.zeros(N_TRANSPORTS, np.int64)
         self.ended = np.zeros((N_TRANSPORTS, N_REASONS), np.int64)
@@ -78,43 +81,55 @@ class FlowTable:
         sel = np.flatnonzero(take)
         if sel.size == 0:
             return
-        ts = batch.ts[sel]
-        now = int(ts.max())
-        self._maybe_sweep(now)
         ports = batch.has_ports[sel]
         e_src = endpoint_hash(batch.src_hi[sel], batch.src_lo[sel], np.where(ports, batch.sport[sel], 0))
         e_dst = endpoint_hash(batch.dst_hi[sel], batch.dst_lo[sel], np.where(ports, batch.dport[sel], 0))
         key = _mix((e_src + e_dst) * _M3, batch.proto[sel].astype(np.uint64)) | np.uint64(2)
         back = (e_src > e_dst).astype(np.intp)  # canonical order: the endpoint with the smaller hash is first
+        ts = batch.ts[sel]
+        cols = (key, back, ts, batch.wirelen[sel], batch.tcp_flags[sel], t[sel])
+        # Timeouts are decided between chunks of at most ``resolution`` of packet time, so a
+        # sparse capture read in one big batch still splits its flows where the gaps are.
+        reach = np.maximum.accumulate(ts)
+        start = 0
+        while start < ts.size:
+            stop = int(np.searchsorted(reach, reach[start] + self.resolution_us, side="right")) if reach[-1] - ts[start] > self.resolution_us else ts.size
+            self._apply_chunk(*(c[start:stop] for c in cols))
+            start = stop
+
+    def _apply_chunk(self, key: U64, back: np.ndarray, ts: I64, size: I64, flags: np.ndarray, transport: np.ndarray) -> None:
+        begin = int(ts.min())
+        self._maybe_sweep(begin)
+        self._end_lingered(begin)
         slots = self._index.lookup(key)
         known = slots >= 0
         if known.any():
-            # A flow that ended in all but name (closed and lingered out, idle, or too old) before
-            # this packet is ended now, and its key starts a new flow.
+            # A flow that ended in all but name before its first packet here (closed and lingered
+            # out, idle, or too old) is ended now, and its key starts a new flow.
             ks, kt = slots[known], ts[known]
-            stale = (
+            self._first_packet[ks[::-1]] = np.arange(ks.size - 1, -1, -1)
+            first = self._first_packet[ks] == np.arange(ks.size)
+            stale = first & (
                 ((self.close_ts[ks] >= 0) & (kt > self.close_ts[ks] + self.linger_us))
                 | (kt - self.last_ts[ks] > self.idle_us)
                 | (kt - self.first_ts[ks] > self.active_us)
             )
             if stale.any():
-                gone = unique(ks[stale])
-                self._end(gone, self._reason_now(gone, np.full(gone.size, now)))
+                self._end(ks[stale], self._reason_now(ks[stale], kt[stale]))
                 slots[known] = np.where(self.used[ks], ks, -1)
                 known = slots >= 0
         if not known.all():
             fresh = np.flatnonzero(~known)
             keys, first_at, inverse = unique_inverse(key[fresh])
-            new_slots = self._start(keys, t[sel][fresh[first_at]], ts[fresh[first_at]], keep=slots[known])
+            new_slots = self._start(keys, transport[fresh[first_at]], ts[fresh[first_at]], keep=slots[known])
             slots[fresh] = new_slots[inverse]
         ok = slots >= 0
         if not ok.all():
-            slots, back, ts, sel = slots[ok], back[ok], ts[ok], sel[ok]
+            slots, back, ts, size, flags = slots[ok], back[ok], ts[ok], size[ok], flags[ok]
         np.maximum.at(self.last_ts, slots, ts)
         cell = slots * 2 + back
         np.add.at(self.packets.reshape(-1), cell, 1)
-        np.add.at(self.bytes.reshape(-1), cell, batch.wirelen[sel])
-        flags = batch.tcp_flags[sel]
+        np.add.at(self.bytes.reshape(-1), cell, size)
         fl = self.flags.reshape(-1)
         for bit in (TCP_SYN, TCP_FIN, TCP_RST):
             has = (flags & bit) != 0
@@ -126,10 +141,9 @@ class FlowTable:
             f0, f1 = self.flags[es, 0], self.flags[es, 1]
             closed = ((((f0 | f1) & TCP_RST) != 0) | (((f0 & f1) & TCP_FIN) != 0)) & (self.close_ts[es] < 0)
             if closed.any():
-                # It closed with the last FIN or RST it carried in this batch.
+                # It closed with the last FIN or RST it carried here.
                 np.maximum.at(self.close_ts, es[closed], ts[ending][closed])
                 self._closing = np.concatenate((self._closing, unique(es[closed])))
-        self._end_lingered(now)
 
     def tick(self, now_us: int) -> None:
         """Let time pass without packets (a live capture on an idle link): timeouts still fire."""

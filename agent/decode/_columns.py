@@ -43,6 +43,7 @@ class Columns:
     ip_end: I64  # end of the IP packet within the captured bytes
     ip_limit: I64  # where the IP header says the packet ends (may lie past the captured bytes)
     nonfirst: Mask  # a fragment other than the first: no transport header
+    fragment: Mask  # any fragment, the first included: the transport's lengths cover the whole datagram
 
     @classmethod
     def empty(cls, n: int) -> Columns:
@@ -66,4 +67,5 @@ class Columns:
             ip_end=z64.copy(),
             ip_limit=z64,
             nonfirst=np.zeros(n, np.bool_),
+            fragment=np.zeros(n, np.bool_),
         )

@@ -61,6 +61,7 @@ def ipv4(data: U8, l3: I64, end: I64, wire_end: I64, c: Columns, r: Rows) -> Non
     c.dst_lo[r] |= IPV4_MAPPED
     c.proto[r] = h[:, 9]
     c.nonfirst[r] = ((h[:, 6] & 0x1F) | h[:, 7]) != 0
+    c.fragment[r] = (h[:, 6] & 0x3F) | h[:, 7] != 0  # more-fragments flag or an offset
     c.ip_limit[r] = a + claimed
     kept = np.minimum(avail, claimed)
     c.ip_end[r] = a + kept
@@ -95,6 +96,7 @@ def ipv6(data: U8, l3: I64, end: I64, wire_end: I64, c: Columns, r: Rows) -> Non
     nh = h[:, 6].astype(np.int64)
     pos = a + 40
     nonfirst = np.zeros(nh.size, np.bool_)
+    fragment = np.zeros(nh.size, np.bool_)
     walking = _IS_EXTENSION[nh] & (error == 0)
     for _ in range(MAX_EXTENSIONS):
         if not walking.any():
@@ -110,6 +112,7 @@ def ipv6(data: U8, l3: I64, end: I64, wire_end: I64, c: Columns, r: Rows) -> Non
         nh[i[ok]] = u8(data, p[ok])
         pos[i[ok]] = p[ok] + length[ok]
         later = ok & frag & ((u16(data, p + 2) >> 3) != 0)
+        fragment[i[ok & frag]] = True
         nonfirst[i[later]] = True
         walking[i] = ok & ~later & _IS_EXTENSION[nh[i]]
     else:
@@ -117,4 +120,5 @@ def ipv6(data: U8, l3: I64, end: I64, wire_end: I64, c: Columns, r: Rows) -> Non
     c.error[r] = error
     c.proto[r] = nh.astype(np.uint8)
     c.nonfirst[r] = nonfirst
+    c.fragment[r] = fragment
     c.l4[r] = pos

@@ -15,10 +15,10 @@ from agent.decode._columns import Columns
 
 ERR = labels.decode_error_code
 
-# IP protocol -> (transport code, bytes needed, truncation error, IP version it belongs to or 0 for both)
+# IP protocol -> (transport code, bytes needed, truncation error, the network it belongs to or None for both)
 PROTOCOLS = {
-    6: (labels.TCP, 20, ERR("tcp", "truncated"), 0),
-    17: (labels.UDP, 8, ERR("udp", "truncated"), 0),
+    6: (labels.TCP, 20, ERR("tcp", "truncated"), None),
+    17: (labels.UDP, 8, ERR("udp", "truncated"), None),
     1: (labels.ICMP, 4, ERR("icmp", "truncated"), labels.IPV4),
     58: (labels.ICMPV6, 4, ERR("icmpv6", "truncated"), labels.IPV6),
 }
@@ -31,7 +31,7 @@ _NEED = np.zeros((2, 256), np.int64)
 _TRUNC = np.zeros((2, 256), np.uint8)
 for _proto, (_kind, _need, _err, _family) in PROTOCOLS.items():
     for _net in (labels.IPV4, labels.IPV6):
-        if _family in (0, _net):
+        if _family in (None, _net):
             _KIND[_net, _proto], _NEED[_net, _proto], _TRUNC[_net, _proto] = _kind, _need, _err
 
 
@@ -50,7 +50,8 @@ def decode(data: U8, c: Columns) -> None:
     offset = h[:, 12] >> 4
     udp_length = (h[:, 4].astype(np.int64) << 8) | h[:, 5]
     bad_tcp = (kind == labels.TCP) & (offset < 5)
-    bad_udp = (kind == labels.UDP) & ((udp_length < 8) | (udp_length > c.ip_limit[r] - at))
+    # In a fragment the UDP length covers the whole datagram, not this packet.
+    bad_udp = (kind == labels.UDP) & ((udp_length < 8) | ((udp_length > c.ip_limit[r] - at) & ~c.fragment[r]))
     bad = (bad_tcp | bad_udp) & ~truncated & ~nonfirst
     error = np.where(truncated, _TRUNC[net, proto], np.where(bad_tcp & bad, TCP_BAD_HEADER_LENGTH, np.where(bad, UDP_BAD_LENGTH, 0)))
     c.error[r] = error.astype(np.uint8)

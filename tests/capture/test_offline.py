@@ -1,0 +1,104 @@
+"""Capture files through libpcap: wire lengths, pcapng, filters, damage, pacing."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pcapgen as g
+import pytest
+
+from agent._exceptions import CaptureError, ConfigError
+from agent.capture.offline import FileSource
+
+
+def capture(n: int = 50, cut: int | None = None) -> g.Capture:
+    cap = g.Capture(snaplen=cut or 262144)
+    for i in range(n):
+        frame = g.eth(g.ETH_IPV4) + g.ipv4(g.UDP, "10.0.0.1", "10.0.0.2", g.udp(1000 + i, 53, bytes(20 + 10 * i)))
+        cap.add(1_000_000 + 1000 * i, frame, cut=cut)
+    return cap
+
+
+def read_all(src: FileSource, size: int = 7) -> tuple[int, int, list[int]]:
+    packets = wire = 0
+    times: list[int] = []
+    while (b := src.read(size, 0.0)) is not None:
+        packets += len(b)
+        wire += int(b.wirelen.sum())
+        times += b.ts.tolist()
+    return packets, wire, times
+
+
+@pytest.mark.parametrize("pcapng", [False, True])
+def test_wire_lengths_of_frames_cut_by_the_snaplen(tmp_path: Path, pcapng: bool) -> None:
+    cap = capture(cut=64)
+    src = FileSource(cap.write(tmp_path / "cut.pcap", pcapng=pcapng))
+    packets, wire, times = read_all(src)
+    assert (packets, wire) == (50, cap.wire_bytes)
+    assert times == [p.ts_us for p in cap.packets]
+    assert src.stats().received == 50
+
+
+def test_nanosecond_pcap(tmp_path: Path) -> None:
+    cap = capture(cut=80)
+    path = tmp_path / "ns.pcap"
+    g.write_pcap(path, cap.packets, nanosecond=True, snaplen=80)
+    assert read_all(FileSource(path))[:2] == (50, cap.wire_bytes)
+
+
+def test_bpf_filter_keeps_wire_lengths_right(tmp_path: Path) -> None:
+    cap = capture(cut=70)
+    src = FileSource(cap.write(tmp_path / "f.pcap"), bpf="udp src port 1003 or udp src port 1040")
+    packets, wire, _ = read_all(src)
+    assert (packets, wire) == (2, cap.packets[3].wire_len + cap.packets[40].wire_len)
+
+
+def test_not_a_capture_and_missing_file(tmp_path: Path) -> None:
+    text = tmp_path / "notes.txt"
+    text.write_text("hello, this is not a capture\n")
+    with pytest.raises(CaptureError, match=r"notes.txt is not a capture file: expected pcap or pcapng"):
+        FileSource(text)
+    with pytest.raises(CaptureError, match=r"cannot read capture file .*gone.pcap: No such file or directory"):
+        FileSource(tmp_path / "gone.pcap")
+
+
+def test_bpf_rejected_by_libpcap(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"bpf_filter: libpcap rejects 'port nope'"):
+        FileSource(capture().write(tmp_path / "a.pcap"), bpf="port nope")
+
+
+def test_file_cut_short_is_read_up_to_the_cut(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    cap = capture()
+    path = cap.write(tmp_path / "short.pcap")
+    data = path.read_bytes()
+    record_sizes = [16 + len(p.frame) for p in cap.packets]
+    cut_at = 24 + sum(record_sizes[:30]) + 20  # in the middle of record 31
+    path.write_bytes(data[:cut_at])
+    with caplog.at_level(logging.WARNING):
+        packets, wire, _ = read_all(FileSource(path), size=8)
+    assert (packets, wire) == (30, sum(p.wire_len for p in cap.packets[:30]))
+    assert "short.pcap is cut short or damaged after packet" in caplog.text
+
+
+def test_paced_replay_moves_timestamps_to_now_and_waits(tmp_path: Path) -> None:
+    cap = capture(n=5)  # one packet every millisecond
+    clock = [5000.0]
+    slept: list[float] = []
+
+    def sleep(s: float) -> None:
+        slept.append(s)
+        clock[0] += s
+
+    src = FileSource(cap.write(tmp_path / "p.pcap"), pace=True, clock=lambda: clock[0], sleep=sleep)
+    first = src.read(100, 0.0)
+    assert first is not None and first.ts.tolist() == [5_000_000_000]
+    clock[0] += 0.0025
+    second = src.read(100, 0.0)
+    assert second is not None and second.ts.tolist() == [5_000_001_000, 5_000_002_000]
+
+
+def test_loop_starts_over(tmp_path: Path) -> None:
+    src = FileSource(capture(n=3).write(tmp_path / "l.pcap"), loop=True)
+    got = sum(len(src.read(2, 0.0) or []) for _ in range(5))
+    assert got == 8  # 2 + 1, then 2 + 1, then 2 more: it never ends
