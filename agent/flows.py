@@ -87,14 +87,15 @@ class FlowTable:
         key = _mix((e_src + e_dst) * _M3, batch.proto[sel].astype(np.uint64)) | np.uint64(2)
         back = (e_src > e_dst).astype(np.intp)  # canonical order: the endpoint with the smaller hash is first
         ts = batch.ts[sel]
-        cols = (key, back, ts, batch.wirelen[sel], batch.tcp_flags[sel], t[sel])
+        size, flags, transport = batch.wirelen[sel], batch.tcp_flags[sel], t[sel]
         # Timeouts are decided between chunks of at most ``resolution`` of packet time, so a
         # sparse capture read in one big batch still splits its flows where the gaps are.
         reach = np.maximum.accumulate(ts)
         start = 0
         while start < ts.size:
             stop = int(np.searchsorted(reach, reach[start] + self.resolution_us, side="right")) if reach[-1] - ts[start] > self.resolution_us else ts.size
-            self._apply_chunk(*(c[start:stop] for c in cols))
+            c = slice(start, stop)
+            self._apply_chunk(key[c], back[c], ts[c], size[c], flags[c], transport[c])
             start = stop
 
     def _apply_chunk(self, key: U64, back: np.ndarray, ts: I64, size: I64, flags: np.ndarray, transport: np.ndarray) -> None:

@@ -72,7 +72,7 @@ def test_mistakes_name_the_key_and_what_is_wrong(tmp_path: Path, text: str, mess
 
 
 def test_unreadable_file(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="cannot read config file .*nope.yml: No such file or directory"):
+    with pytest.raises(ConfigError, match=r"cannot read config file .*nope\.yml: No such file or directory"):
         config.load(tmp_path / "nope.yml")
 
 
