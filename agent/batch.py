@@ -72,6 +72,7 @@ class Batch:
     tcp_flags: U8
     has_ports: Mask  # transport header read; False for non-first fragments and non-IP
     is_ip: Mask  # addresses were read
+    window: U8  # (n, WINDOW): each packet's first bytes from its network header on (dedup hashes them)
     # Set by later stages:
     duplicate: Mask = field(default_factory=lambda: np.zeros(0, np.bool_))
     sampled_out: Mask = field(default_factory=lambda: np.zeros(0, np.bool_))

@@ -25,36 +25,43 @@ _WORDS = HASHED_BYTES // 8
 _M1 = np.uint64(0x9E3779B97F4A7C15)
 _M2 = np.uint64(0xBF58476D1CE4E5B9)
 _S = np.uint64(31)
+_ALL = np.uint64(0xFFFF_FFFF_FFFF_FFFF)
 
 
-def _mask_table() -> np.ndarray:
-    """_MASK[kind, n]: words that keep the first n hashed bytes and clear what a router rewrites.
-
-    kind 0 clears nothing (non-IP), 1 clears IPv4 TTL and header checksum (bytes 8, 10, 11),
-    2 clears the IPv6 hop limit (byte 7).
-    """
-    table = np.zeros((3, HASHED_BYTES + 1, HASHED_BYTES), np.uint8)
+def _length_masks() -> np.ndarray:
+    """_KEEP[n]: words that keep the first n of the hashed bytes."""
+    table = np.zeros((HASHED_BYTES + 1, HASHED_BYTES), np.uint8)
     for n in range(HASHED_BYTES + 1):
-        table[:, n, :n] = 0xFF
-    table[1, :, [8, 10, 11]] = 0
-    table[2, :, 7] = 0
+        table[n, :n] = 0xFF
     return table.view("<u8")
 
 
-_MASK = _mask_table()
-_KIND = np.zeros(len(labels.NETWORKS), np.intp)
-_KIND[labels.IPV4], _KIND[labels.IPV6] = 1, 2
+def _word_mask(cleared: list[int]) -> np.uint64:
+    word = np.full(8, 0xFF, np.uint8)
+    word[cleared] = 0
+    return np.uint64(word.view("<u8")[0])
+
+
+_KEEP = _length_masks()
+_V4_WORD1 = _word_mask([0, 2, 3])  # IPv4 bytes 8 (TTL), 10 and 11 (header checksum)
+_V6_WORD0 = _word_mask([7])  # IPv6 byte 7 (hop limit)
 
 
 def frame_hash(batch: Batch) -> U64:
     """The dedup key of every frame in the batch (never 0)."""
     raw = batch.raw
     ip = batch.is_ip
-    start = np.where(ip, batch.l3, raw.offset)
+    words = np.ascontiguousarray(batch.window[:, :HASHED_BYTES]).view("<u8")
     length = np.where(ip, batch.l3len, raw.caplen)
-    words = rows(raw.data, start, HASHED_BYTES).view("<u8")
-    kind = np.where(ip, _KIND[batch.network], 0)
-    words &= _MASK[kind, np.minimum(length, HASHED_BYTES)]
+    if not ip.all():
+        # Non-IP frames are compared whole, from their first byte.
+        other = np.flatnonzero(~ip)
+        words[other] = rows(raw.data, raw.offset[other], HASHED_BYTES).view("<u8")
+    short = np.flatnonzero(length < HASHED_BYTES)
+    if short.size:
+        words[short] &= _KEEP[length[short]]
+    words[:, 1] &= np.where(ip & (batch.network == labels.IPV4), _V4_WORD1, _ALL)
+    words[:, 0] &= np.where(ip & (batch.network == labels.IPV6), _V6_WORD0, _ALL)
     h = length.astype(np.uint64) * _M1
     for j in range(_WORDS):
         h ^= words[:, j]

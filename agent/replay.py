@@ -44,7 +44,8 @@ def replay_engine(config: Config, paths: Sequence[str | Path]) -> Engine:
         opener,
         batch_size=config.pipeline.batch_size,
         window=0.0,
-        queue_capacity=config.pipeline.queue_capacity_packets,
+        # The reader only needs to stay a little ahead: a few batches of memory, not the live queue's.
+        queue_capacity=min(config.pipeline.queue_capacity_packets, 2 * config.pipeline.batch_size),
         blocking=True,
         retry=False,
         sequential=True,

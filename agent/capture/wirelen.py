@@ -30,6 +30,7 @@ PCAP_MAGICS = {
 }
 NANOSECOND_MAGICS = (b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d")
 PCAPNG_MAGIC = b"\x0a\x0d\x0d\x0a"
+RELEASE_CHUNK = 4 << 20  # bytes of the file map handed back to the kernel at a time
 
 
 def file_kind(head: bytes) -> str | None:
@@ -64,6 +65,7 @@ class WireLengths:
                     self._mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
                     self._buf = np.frombuffer(self._mm, np.uint8)
                 self._pos = 24
+                self._released = 0
             elif kind == "pcapng":
                 self._walk = _pcapng_lengths(path)
             else:
@@ -95,7 +97,7 @@ class WireLengths:
                 view = np.lib.stride_tricks.as_strided(self._buf, shape=(self._buf.size - 15, 16), strides=(1, 1))
                 fields = view[rec].copy().view(self._dtype).astype(np.int64)  # sec, frac, incl_len, orig_len
                 if np.array_equal(fields[:, 2], caplen) and np.array_equal(fields[:, 0], ts // 1_000_000):
-                    self._pos = int(rec[-1] + step[-1])
+                    self._advance(int(rec[-1] + step[-1]))
                     wire: I64 = np.maximum(fields[:, 3], caplen)
                     return wire
         # A BPF filter skipped records, or libpcap shortened one: match records one by one.
@@ -117,8 +119,16 @@ class WireLengths:
             else:
                 self._lost = True
                 break
-        self._pos = pos
+        self._advance(pos)
         return out
+
+    def _advance(self, pos: int) -> None:
+        """Move past records read; give back the mapped pages behind them, so the map never swells the RSS."""
+        self._pos = pos
+        behind = (pos // RELEASE_CHUNK) * RELEASE_CHUNK
+        if behind > self._released and self._mm is not None:
+            self._mm.madvise(mmap.MADV_DONTNEED, self._released, behind - self._released)
+            self._released = behind
 
     def _take_pcapng(self, caplen: I64) -> I64:
         assert self._walk is not None

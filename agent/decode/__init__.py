@@ -20,6 +20,7 @@ import numpy as np
 from agent import labels
 from agent.batch import Batch, RawBatch
 from agent.decode import ip, transport
+from agent.decode._bytes import rows
 from agent.decode._columns import Columns, select
 from agent.decode.arp import arp
 from agent.decode.link import ETH_ARP, ETH_IPV4, ETH_IPV6, LINK_DECODERS, LINK_NAMES, supported
@@ -35,21 +36,23 @@ def decode(raw: RawBatch) -> Batch:
     link = LINK_DECODERS[raw.linktype](raw)
     c = Columns.empty(n)
     c.error[:] = link.error
-    end = raw.offset + raw.caplen
+    l3 = link.l3
+    avail = raw.offset + raw.caplen - l3  # captured bytes from the network header on
     wire_known = raw.wirelen > 0
-    wire_end = np.where(wire_known, raw.offset + raw.wirelen, _NO_WIRE_END)
+    wire_avail = np.where(wire_known, raw.offset + raw.wirelen - l3, _NO_WIRE_END)
+    window = rows(raw.data, l3, ip.WINDOW)  # every field below is a column of this
     et = link.ethertype
-    for ethertype, decoder in ((ETH_IPV4, ip.ipv4), (ETH_IPV6, ip.ipv6)):
-        is_this = et == ethertype
-        if is_this.any():
-            decoder(raw.data, link.l3, end, wire_end, c, select(is_this))
-    is_arp = et == ETH_ARP
+    v4, v6, is_arp = et == ETH_IPV4, et == ETH_IPV6, et == ETH_ARP
+    if v4.any():
+        ip.ipv4(window, avail, wire_avail, c, select(v4))
+    if v6.any():
+        ip.ipv6(raw.data, l3, window, avail, wire_avail, c, select(v6))
     if is_arp.any():
-        arp(raw.data, link.l3, end, c, select(is_arp))
-    transport.decode(raw.data, c)
+        arp(window, avail, c, is_arp)
+    transport.decode(raw.data, l3, c)
     transport.mark_other(c)
     # A live capture cut by the snaplen does not know the wire length: the IP header tells it.
-    derived = np.where(c.is_ip, c.ip_limit - raw.offset, raw.caplen)
+    derived = np.where(c.is_ip, l3 - raw.offset + c.ip_limit, raw.caplen)
     wirelen = np.where(wire_known, raw.wirelen, np.maximum(derived, raw.caplen))
     has_l3 = c.network != labels.OTHER_NET
     return Batch(
@@ -58,7 +61,7 @@ def decode(raw: RawBatch) -> Batch:
         transport=c.transport,
         error=c.error,
         wirelen=wirelen,
-        l3=np.where(has_l3, link.l3, -1),
+        l3=np.where(has_l3, l3, -1),
         l3len=c.l3len,
         proto=c.proto,
         src_hi=c.src_hi,
@@ -70,4 +73,5 @@ def decode(raw: RawBatch) -> Batch:
         tcp_flags=c.tcp_flags,
         has_ports=c.has_ports,
         is_ip=c.is_ip,
+        window=window,
     )

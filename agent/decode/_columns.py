@@ -1,4 +1,4 @@
-"""The mutable per-packet columns that the protocol decoders fill in, one row range each."""
+"""The mutable per-packet columns that the protocol decoders fill in, each on its own rows."""
 
 from __future__ import annotations
 
@@ -9,18 +9,12 @@ import numpy as np
 from agent import labels
 from agent.batch import I64, U8, U64, Mask
 
-Rows = slice | I64
+Rows = slice | I64  # the rows a decoder owns: every row (a slice copies nothing) or their positions
 
 
 def select(mask: Mask) -> Rows:
-    """Row selector for ``mask``: a plain slice when it selects every row (no gather needed)."""
-    if mask.all():
-        return slice(None)
-    return np.flatnonzero(mask)
-
-
-def count(rows: Rows, n: int) -> int:
-    return n if isinstance(rows, slice) else int(rows.size)
+    """Row selector for ``mask``: a plain slice when it selects every row."""
+    return slice(None) if mask.all() else np.flatnonzero(mask)
 
 
 @dataclass(slots=True)
@@ -39,8 +33,9 @@ class Columns:
     tcp_flags: U8
     has_ports: Mask
     is_ip: Mask
-    l4: I64  # offset of the transport header (-1: none)
-    ip_end: I64  # end of the IP packet within the captured bytes
+    # Offsets below count from the network header:
+    l4: I64  # where the transport header starts
+    ip_end: I64  # where the IP packet's captured bytes end
     ip_limit: I64  # where the IP header says the packet ends (may lie past the captured bytes)
     nonfirst: Mask  # a fragment other than the first: no transport header
     fragment: Mask  # any fragment, the first included: the transport's lengths cover the whole datagram
@@ -63,7 +58,7 @@ class Columns:
             tcp_flags=np.zeros(n, np.uint8),
             has_ports=np.zeros(n, np.bool_),
             is_ip=np.zeros(n, np.bool_),
-            l4=np.full(n, -1, np.int64),
+            l4=z64.copy(),
             ip_end=z64.copy(),
             ip_limit=z64,
             nonfirst=np.zeros(n, np.bool_),

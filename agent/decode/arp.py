@@ -6,16 +6,14 @@ import numpy as np
 
 from agent import labels
 from agent.batch import I64, U8
-from agent.decode._bytes import rows
-from agent.decode._columns import Columns, Rows
+from agent.decode._columns import Columns
 
 ARP_TRUNCATED = labels.decode_error_code("arp", "truncated")
 
 
-def arp(data: U8, l3: I64, end: I64, c: Columns, r: Rows) -> None:
-    a, e = l3[r], end[r]
-    h = rows(data, a, 8)
-    size = 8 + 2 * (h[:, 4].astype(np.int64) + h[:, 5])
-    c.network[r] = labels.ARP
-    c.error[r] = np.where((a + 8 > e) | (a + size > e), ARP_TRUNCATED, 0).astype(np.uint8)
-    c.l3len[r] = np.maximum(e - a, 0)
+def arp(w: U8, avail: I64, c: Columns, mine: np.ndarray) -> None:
+    """Rows ``mine`` are ARP: the fixed part, then two hardware and two protocol addresses."""
+    size = 8 + 2 * (w[:, 4].astype(np.int64) + w[:, 5])
+    np.copyto(c.network, labels.ARP, where=mine)
+    np.copyto(c.error, ARP_TRUNCATED, where=mine & ((avail < 8) | (size > avail)))
+    np.copyto(c.l3len, np.maximum(avail, 0), where=mine)

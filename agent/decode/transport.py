@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from agent import labels
-from agent.batch import U8
+from agent.batch import I64, U8
 from agent.decode._bytes import rows
 from agent.decode._columns import Columns
 
@@ -25,43 +25,43 @@ PROTOCOLS = {
 TCP_BAD_HEADER_LENGTH = ERR("tcp", "bad_header_length")
 UDP_BAD_LENGTH = ERR("udp", "bad_length")
 
-# Lookup tables indexed by protocol number (and by network for the ICMP variants).
-_KIND = np.full((2, 256), labels.OTHER_TRANSPORT, np.uint8)
-_NEED = np.zeros((2, 256), np.int64)
-_TRUNC = np.zeros((2, 256), np.uint8)
+# Lookup tables indexed by network * 256 + protocol number.
+_KIND = np.full(2 * 256, labels.OTHER_TRANSPORT, np.uint8)
+_NEED = np.zeros(2 * 256, np.int64)
+_TRUNC = np.zeros(2 * 256, np.uint8)
 for _proto, (_kind, _need, _err, _family) in PROTOCOLS.items():
     for _net in (labels.IPV4, labels.IPV6):
         if _family in (None, _net):
-            _KIND[_net, _proto], _NEED[_net, _proto], _TRUNC[_net, _proto] = _kind, _need, _err
+            _KIND[_net * 256 + _proto], _NEED[_net * 256 + _proto], _TRUNC[_net * 256 + _proto] = _kind, _need, _err
 
 
-def decode(data: U8, c: Columns) -> None:
+def decode(data: U8, l3: I64, c: Columns) -> None:
     """Decode the transport header of every IP packet whose network header decoded cleanly."""
-    r = np.flatnonzero(c.is_ip & (c.error == 0))
-    if r.size == 0:
+    mine = c.is_ip & (c.error == 0)
+    if not mine.any():
         return
-    net = c.network[r].astype(np.intp)
-    proto = c.proto[r].astype(np.intp)
-    kind = _KIND[net, proto]
-    nonfirst = c.nonfirst[r]
-    at, ip_end = c.l4[r], c.ip_end[r]
-    h = rows(data, at, 14)
-    truncated = (at + _NEED[net, proto] > ip_end) & ~nonfirst
-    offset = h[:, 12] >> 4
+    lookup = np.minimum(c.network, 1).astype(np.intp) * 256 + c.proto
+    kind = _KIND[lookup]
+    nonfirst = c.nonfirst
+    at = c.l4
+    h = rows(data, l3 + at, 14)
+    truncated = (at + _NEED[lookup] > c.ip_end) & ~nonfirst
+    is_tcp, is_udp = kind == labels.TCP, kind == labels.UDP
     udp_length = (h[:, 4].astype(np.int64) << 8) | h[:, 5]
-    bad_tcp = (kind == labels.TCP) & (offset < 5)
+    bad_tcp = is_tcp & ((h[:, 12] >> 4) < 5)
     # In a fragment the UDP length covers the whole datagram, not this packet.
-    bad_udp = (kind == labels.UDP) & ((udp_length < 8) | ((udp_length > c.ip_limit[r] - at) & ~c.fragment[r]))
+    bad_udp = is_udp & ((udp_length < 8) | ((udp_length > c.ip_limit - at) & ~c.fragment))
     bad = (bad_tcp | bad_udp) & ~truncated & ~nonfirst
-    error = np.where(truncated, _TRUNC[net, proto], np.where(bad_tcp & bad, TCP_BAD_HEADER_LENGTH, np.where(bad, UDP_BAD_LENGTH, 0)))
-    c.error[r] = error.astype(np.uint8)
-    c.transport[r] = np.where(truncated | bad, labels.OTHER_TRANSPORT, kind)
-    ports = ((kind == labels.TCP) | (kind == labels.UDP)) & ~truncated & ~bad & ~nonfirst
-    c.has_ports[r] = ports
-    pr = np.ascontiguousarray(h[:, 0:4]).view(">u2").astype(np.int64)
-    c.sport[r] = np.where(ports, pr[:, 0], 0)
-    c.dport[r] = np.where(ports, pr[:, 1], 0)
-    c.tcp_flags[r] = np.where(ports & (kind == labels.TCP), h[:, 13], 0)
+    if (mine & (truncated | bad)).any():
+        error = np.where(truncated, _TRUNC[lookup], np.where(bad_tcp, TCP_BAD_HEADER_LENGTH, UDP_BAD_LENGTH))
+        np.copyto(c.error, error, where=mine & (truncated | bad), casting="unsafe")
+    ports = (is_tcp | is_udp) & ~truncated & ~bad & ~nonfirst & mine
+    pr = np.ascontiguousarray(h[:, 0:4]).view(">u2")
+    np.copyto(c.transport, np.where(truncated | bad, labels.OTHER_TRANSPORT, kind), where=mine)
+    c.has_ports[:] = ports
+    np.copyto(c.sport, pr[:, 0], where=ports, casting="unsafe")
+    np.copyto(c.dport, pr[:, 1], where=ports, casting="unsafe")
+    np.copyto(c.tcp_flags, h[:, 13], where=ports & is_tcp)
 
 
 def mark_other(c: Columns) -> None:
