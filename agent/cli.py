@@ -10,19 +10,16 @@ import argparse
 import json
 import logging
 import os
-import platform
 import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 from agent import __version__, labels
 from agent import config as config_mod
 from agent._exceptions import ConfigError, PktagentError
-from agent.capture import Source
 from agent.config import Config
 from agent.snapshot import Snapshot
 
@@ -64,83 +61,13 @@ def resolve_config(args: argparse.Namespace) -> Config:
     return cfg
 
 
-def default_route_interface(route_table: Path = Path("/proc/net/route")) -> str:
-    """The interface of the IPv4 default route, for capturing when no interface is named."""
-    try:
-        lines = route_table.read_text().splitlines()[1:]
-    except OSError:
-        lines = []
-    for line in lines:
-        fields = line.split()
-        if len(fields) > 2 and fields[1] == "00000000":
-            return fields[0]
-    raise ConfigError("there is no default route to find an interface by: name one with --interface IFACE (see `ip link`)")
-
-
-def build_labels() -> dict[str, str]:
-    from agent.capture._pcapy import libpcap_version
-
-    return {"version": __version__, "python_version": platform.python_version(), "libpcap_version": libpcap_version()}
-
-
 # -- run --------------------------------------------------------------------------------------
 
 
-def _openers(cfg: Config, *, pace: bool) -> tuple[list[str], Callable[[int], Source]]:
-    from agent.capture.live import LiveSource
-    from agent.replay import file_opener
-
-    c = cfg.capture
-    bpf = c.bpf_filter or None
-    if c.pcap:
-        return file_opener(cfg, c.pcap, pace=pace)
-    names = list(c.interfaces) or [default_route_interface()]
-    window_ms = max(1, int(cfg.pipeline.batch_window_ms))
-
-    def open_live(i: int) -> Source:
-        return LiveSource(
-            names[i],
-            index=i,
-            snaplen=c.snaplen,
-            promiscuous=c.promiscuous,
-            buffer_bytes=c.buffer_bytes,
-            bpf=bpf,
-            block_timeout_ms=window_ms,
-        )
-
-    return names, open_live
-
-
 def cmd_run(args: argparse.Namespace) -> int:
-    from prometheus_client import CollectorRegistry
+    from agent.app import Agent
 
-    from agent.engine import Engine
-    from agent.health import health
-    from agent.metrics import SnapshotCollector
-    from agent.pipeline import Pipeline
-    from agent.server import MetricsServer
-
-    cfg = resolve_config(args)
-    names, opener = _openers(cfg, pace=True)
-    pipeline = Pipeline(cfg, names)
-    engine = Engine(
-        pipeline,
-        opener,
-        batch_size=cfg.pipeline.batch_size,
-        window=cfg.pipeline.batch_window_ms / 1000,
-        queue_capacity=cfg.pipeline.queue_capacity_packets,
-        blocking=False,
-    )
-    engine.open_all()
-    build = build_labels()
-
-    def snapshot() -> Snapshot:
-        return engine.snapshot(**build)
-
-    registry = CollectorRegistry()
-    registry.register(SnapshotCollector(snapshot))
-    host, port = config_mod.listen_address(cfg.web.listen)
-    server = MetricsServer(host, port, registry, lambda: health(snapshot()))
+    agent = Agent(resolve_config(args))
     stop = threading.Event()
 
     def on_signal(signum: int, frame: object) -> None:
@@ -148,14 +75,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, on_signal)
-    server.start()
-    engine.start()
-    log.info("capturing on %s; serving http://%s:%d/metrics", ", ".join(names), host, server.port)
-    while not stop.wait(0.2):
-        if engine.failure is not None:
-            raise engine.failure
-    engine.close()
-    server.close()
+    agent.serve(stop)
     return 0
 
 
@@ -233,6 +153,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
         engine.close()
     if engine.failure is not None:
         raise engine.failure
+    from agent.app import build_labels
+
     snap = engine.snapshot(**build_labels())
     if args.format == "json":
         sys.stdout.write(json.dumps(snapshot_json(snap), indent=2) + "\n")

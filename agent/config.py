@@ -96,6 +96,18 @@ class FlowsConfig:
 
 
 @dataclass(frozen=True)
+class OtlpConfig:
+    """OTLP export; unset fields fall back to the standard OTEL_* environment variables."""
+
+    enabled: bool = False  # also on when OTEL_EXPORTER_OTLP_ENDPOINT or ..._METRICS_ENDPOINT is set
+    endpoint: str = ""  # default http://localhost:4318/v1/metrics (HTTP) or localhost:4317 (gRPC)
+    protocol: str = ""  # http/protobuf (default) or grpc
+    headers: tuple[str, ...] = ()  # "key=value" items, e.g. "authorization=Bearer abc"
+    interval_seconds: float = field(default=0.0, metadata=_check(0.0, 86400))  # 0: OTEL_METRIC_EXPORT_INTERVAL or 60 s
+    timeout_seconds: float = field(default=0.0, metadata=_check(0.0, 600))  # 0: OTEL_EXPORTER_OTLP_TIMEOUT or 10 s
+
+
+@dataclass(frozen=True)
 class WebConfig:
     listen: str = f"0.0.0.0:{DEFAULT_PORT}"
     config_file: str = ""  # exporter-toolkit web config (TLS, basic auth)
@@ -109,6 +121,7 @@ class Config:
     devices: DevicesConfig = field(default_factory=DevicesConfig)
     flows: FlowsConfig = field(default_factory=FlowsConfig)
     web: WebConfig = field(default_factory=WebConfig)
+    otlp: OtlpConfig = field(default_factory=OtlpConfig)
     local_networks: tuple[str, ...] = DEFAULT_LOCAL_NETWORKS
     state_dir: str = "/var/lib/pktagent"
 
@@ -137,6 +150,11 @@ class Config:
                     raise ConfigError(f"config key {where}.addresses[{j}]: {addr!r} is not an IP address") from None
         if self.capture.pcap and self.capture.interfaces:
             raise ConfigError("config keys capture.interfaces and capture.pcap: choose one source, live interfaces or capture files")
+        if self.otlp.protocol not in ("", "http/protobuf", "grpc"):
+            raise ConfigError(f"config key otlp.protocol: {self.otlp.protocol!r} is not http/protobuf or grpc")
+        for i, item in enumerate(self.otlp.headers):
+            if "=" not in item:
+                raise ConfigError(f"config key otlp.headers[{i}]: {item!r} is not key=value")
         if self.capture.loop and not self.capture.pcap:
             raise ConfigError("config key capture.loop: only applies to capture.pcap files")
 
@@ -150,7 +168,7 @@ class Config:
 def listen_address(value: str, key: str = "web.listen") -> tuple[str, int]:
     """Split HOST:PORT (``[::]:PORT`` for IPv6), or raise a ConfigError naming ``key``."""
     m = re.match(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^:\[\]]*)):(?P<port>\d{1,5})$", value)
-    if not m or not 0 < int(m["port"]) < 65536:
+    if not m or not 0 <= int(m["port"]) < 65536:  # 0: any free port
         raise ConfigError(f"config key {key}: {value!r} is not HOST:PORT (for example 0.0.0.0:{DEFAULT_PORT} or [::]:{DEFAULT_PORT})")
     return (m["v6"] or m["host"] or "0.0.0.0"), int(m["port"])
 

@@ -144,7 +144,18 @@ def flows(s: Snapshot) -> Iterator[Metric]:
     yield ended
 
 
-FAMILIES: tuple[Family, ...] = (build_info, capture, decode_errors, traffic, processing, caches, flows)
+def otlp(s: Snapshot) -> Iterator[Metric]:
+    exports = s.extra.get("otlp_exports")
+    if isinstance(exports, dict):
+        m = CounterMetricFamily(
+            f"{NS}_otlp_exports", "OTLP exports to the collector, by result (a failure is retried at the next interval).", labels=["result"]
+        )
+        for result, v in sorted(exports.items()):
+            m.add_metric([result], v)
+        yield m
+
+
+FAMILIES: tuple[Family, ...] = (build_info, capture, decode_errors, traffic, processing, caches, flows, otlp)
 
 
 class SnapshotCollector(Collector):

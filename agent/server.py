@@ -1,7 +1,10 @@
 """The HTTP endpoint: ``/metrics`` (Prometheus exposition), ``/health`` (JSON) and a landing page at ``/``.
 
-Any other path is 404. Scrapes only read snapshots, so a scrape storm costs the
-pipeline nothing but the snapshot copies.
+Any other path is 404. With a web config (``agent.web``) every connection is TLS — the
+handshake runs in the connection's own thread, so a slow client never holds up the others —
+and every request must carry valid basic-auth credentials: a wrong or missing one gets 401
+and nothing else. Plain HTTP sent to a TLS port gets a short 400, as Go's servers answer.
+Scrapes only read snapshots, so a scrape storm costs the pipeline nothing but snapshot copies.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import ssl
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -19,6 +23,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
 from agent._exceptions import ConfigError
+from agent.web import WebSecurity
 
 log = logging.getLogger("pktagent.server")
 
@@ -28,6 +33,8 @@ LANDING = b"""<!doctype html>
 <ul><li><a href="metrics">Metrics</a></li><li><a href="health">Health</a></li></ul>
 </body></html>
 """
+PLAIN_TO_TLS = b"HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\nClient sent an HTTP request to an HTTPS server.\n"
+HANDSHAKE_TIMEOUT = 10.0
 
 
 class _Server(ThreadingHTTPServer):
@@ -35,7 +42,29 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 128
     registry: CollectorRegistry
     health: Callable[[], tuple[int, dict[str, Any]]]
-    authorize: Callable[[BaseHTTPRequestHandler], bool]
+    security: WebSecurity
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        """Runs in the connection's thread: the TLS handshake happens here, not in the accepting thread."""
+        tls = self.security.tls
+        if tls is not None:
+            request.settimeout(HANDSHAKE_TIMEOUT)
+            try:
+                first = request.recv(1, socket.MSG_PEEK)
+                if first and first != b"\x16":  # not a TLS handshake record: someone speaks plain HTTP
+                    request.sendall(PLAIN_TO_TLS)
+                    return
+                request = tls.wrap_socket(request, server_side=True)
+            except (ssl.SSLError, OSError) as e:
+                log.debug("TLS handshake with %s failed: %s", client_address[0], e)
+                return
+            request.settimeout(None)
+            try:
+                super().finish_request(request, client_address)
+            finally:
+                request.close()  # the TLS wrapper took over the socket the server would close
+            return
+        super().finish_request(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -50,14 +79,15 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
-        for k, v in (extra or {}).items():
+        for k, v in {**self.server.security.headers, **(extra or {})}.items():
             self.send_header(k, v)
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
 
     def do_GET(self) -> None:
-        if not self.server.authorize(self):
+        if not self.server.security.check(self.headers.get("Authorization")):
+            self._send(401, b"Unauthorized\n", "text/plain; charset=utf-8", {"WWW-Authenticate": 'Basic realm="pktagent"'})
             return
         path = urlsplit(self.path).path
         if path == "/metrics":
@@ -72,10 +102,6 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(404, b"404 page not found\n", "text/plain; charset=utf-8")
 
     do_HEAD = do_GET  # noqa: N815 - the stdlib's name
-
-
-def _allow_all(handler: BaseHTTPRequestHandler) -> bool:
-    return True
 
 
 class MetricsServer:
@@ -94,20 +120,18 @@ class MetricsServer:
         registry: CollectorRegistry,
         health: Callable[[], tuple[int, dict[str, Any]]],
         *,
-        wrap_socket: Callable[[socket.socket], socket.socket] | None = None,
-        authorize: Callable[[BaseHTTPRequestHandler], bool] = _allow_all,
+        security: WebSecurity | None = None,
     ) -> None:
         server_class = type("Server", (_Server,), {"address_family": socket.AF_INET6 if ":" in host else socket.AF_INET})
         try:
             self._httpd = server_class((host, port), _Handler)
         except OSError as e:
             raise ConfigError(f"web.listen: cannot listen on {host}:{port}: {e.strerror or e}") from None
-        if wrap_socket is not None:
-            self._httpd.socket = wrap_socket(self._httpd.socket)
         self._httpd.registry = registry
         self._httpd.health = health
-        self._httpd.authorize = authorize
+        self._httpd.security = security or WebSecurity()
         self.port = self._httpd.server_address[1]
+        self.scheme = "https" if self._httpd.security.tls else "http"
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:

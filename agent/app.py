@@ -1,0 +1,147 @@
+"""The running agent: captures, pipeline, ``/metrics`` server and OTLP export, started and stopped together.
+
+``pktagent run`` is ``Agent(config).serve()``; tests build an ``Agent`` in-process the same way.
+
+>>> # agent = Agent(config); agent.start(); ...; agent.stop()
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from agent import __version__
+from agent import config as config_mod
+from agent._exceptions import ConfigError
+from agent.capture import Source
+from agent.config import Config
+from agent.engine import Engine
+from agent.health import health
+from agent.pipeline import Pipeline
+from agent.snapshot import Snapshot
+
+log = logging.getLogger("pktagent")
+
+
+def build_labels() -> dict[str, str]:
+    from agent.capture._pcapy import libpcap_version
+
+    return {"version": __version__, "python_version": platform.python_version(), "libpcap_version": libpcap_version()}
+
+
+def default_route_interface(route_table: str = "/proc/net/route") -> str:
+    """The interface of the IPv4 default route, for capturing when no interface is named."""
+    try:
+        with open(route_table) as f:
+            lines = f.read().splitlines()[1:]
+    except OSError:
+        lines = []
+    for line in lines:
+        fields = line.split()
+        if len(fields) > 2 and fields[1] == "00000000":
+            return fields[0]
+    raise ConfigError("there is no default route to find an interface by: name one with --interface IFACE (see `ip link`)")
+
+
+def otlp_enabled(config: config_mod.OtlpConfig, environ: Mapping[str, str] = os.environ) -> bool:
+    """On when the config says so or the standard endpoint variables are set (and the SDK is not disabled)."""
+    if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return False
+    return config.enabled or bool(environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or environ.get("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"))
+
+
+def openers(cfg: Config, *, pace: bool) -> tuple[list[str], Callable[[int], Source]]:
+    """Interface names and a function opening source number i: live interfaces, or capture files."""
+    from agent.capture.live import LiveSource
+    from agent.replay import file_opener
+
+    c = cfg.capture
+    if c.pcap:
+        return file_opener(cfg, c.pcap, pace=pace)
+    names = list(c.interfaces) or [default_route_interface()]
+    window_ms = max(1, int(cfg.pipeline.batch_window_ms))
+
+    def open_live(i: int) -> Source:
+        return LiveSource(
+            names[i],
+            index=i,
+            snaplen=c.snaplen,
+            promiscuous=c.promiscuous,
+            buffer_bytes=c.buffer_bytes,
+            bpf=c.bpf_filter or None,
+            block_timeout_ms=window_ms,
+        )
+
+    return names, open_live
+
+
+class Agent:
+    """Everything ``pktagent run`` runs. Opening the captures and reading the web config happen here,
+    so every mistake surfaces before anything is served."""
+
+    def __init__(self, config: Config) -> None:
+        from prometheus_client import CollectorRegistry
+
+        from agent import web
+        from agent.metrics import SnapshotCollector
+        from agent.server import MetricsServer
+
+        self.config = config
+        self.build = build_labels()
+        names, opener = openers(config, pace=True)
+        self.pipeline = Pipeline(config, names)
+        self.engine = Engine(
+            self.pipeline,
+            opener,
+            batch_size=config.pipeline.batch_size,
+            window=config.pipeline.batch_window_ms / 1000,
+            queue_capacity=config.pipeline.queue_capacity_packets,
+            blocking=False,
+        )
+        security = web.load(config.web.config_file) if config.web.config_file else None
+        self.engine.open_all()
+        self.registry = CollectorRegistry()
+        self.registry.register(SnapshotCollector(self.snapshot))
+        host, port = config_mod.listen_address(config.web.listen)
+        self.server = MetricsServer(host, port, self.registry, lambda: health(self.snapshot()), security=security)
+        self.otlp: Any = None
+        self._otlp_counts: Any = None
+        if otlp_enabled(config.otlp):
+            from agent.otlp import ExportCounts, OtlpExport  # the SDK is imported only when it is used
+
+            self._otlp_counts = ExportCounts()
+            self.otlp = OtlpExport(config.otlp, self.snapshot, self.build, self._otlp_counts)
+
+    def snapshot(self) -> Snapshot:
+        snap = self.engine.snapshot(**self.build)
+        if self._otlp_counts is not None:
+            snap = snap.replace(extra={**snap.extra, "otlp_exports": self._otlp_counts.copy()})
+        return snap
+
+    def start(self) -> None:
+        self.server.start()
+        self.engine.start()
+        if self.otlp is not None:
+            self.otlp.start()
+        host, _ = config_mod.listen_address(self.config.web.listen)
+        log.info("capturing on %s; serving %s://%s:%d/metrics", ", ".join(self.pipeline.interfaces), self.server.scheme, host, self.server.port)
+
+    def stop(self) -> None:
+        if self.otlp is not None:
+            self.otlp.shutdown()
+        self.engine.close()
+        self.server.close()
+
+    def serve(self, stop: threading.Event) -> None:
+        """Run until ``stop`` is set (a signal) or the engine fails."""
+        self.start()
+        try:
+            while not stop.wait(0.2):
+                if self.engine.failure is not None:
+                    raise self.engine.failure
+        finally:
+            self.stop()

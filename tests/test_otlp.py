@@ -1,0 +1,129 @@
+"""OTLP export to a real OTLP/HTTP receiver: the same values Prometheus sees, failures counted and survived."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pcapgen as g
+import pytest
+from otlp_receiver import Receiver
+from prometheus_client.parser import text_string_to_metric_families
+
+from agent.app import Agent, otlp_enabled
+from agent.cli import exposition
+from agent.config import Config, OtlpConfig
+from agent.otlp import METRICS
+
+
+def fixture(path: Path, packets: int = 40) -> Path:
+    cap = g.Capture()
+    for i in range(packets):  # 40 packets over 0.2 s: a paced replay is over quickly
+        src, dst = ("192.168.1.2", "93.184.216.34") if i % 2 else ("93.184.216.34", "192.168.1.2")
+        cap.add(1_700_000_000_000_000 + 5000 * i, g.eth(g.ETH_IPV4) + g.ipv4(g.TCP, src, dst, g.tcp(40000 + i % 4, 443, g.ACK, bytes(i))))
+    # and one frame whose TCP header is cut short: a decode error (transport "other", no flow)
+    cap.add(1_700_000_000_200_000, g.eth(g.ETH_IPV4) + g.ipv4(g.TCP, "192.168.1.2", "93.184.216.34", g.tcp(1, 2)[:10]))
+    return cap.write(path)
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out")
+        time.sleep(0.05)
+
+
+def agent_for(pcap: Path, endpoint: str, **otlp: object) -> Agent:
+    cfg = Config().replace("capture", pcap=(str(pcap),)).replace("web", listen="127.0.0.1:0")
+    return Agent(cfg.replace("otlp", enabled=True, endpoint=endpoint, interval_seconds=0.5, **otlp))
+
+
+def prometheus_values(agent: Agent) -> dict[str, dict[frozenset[tuple[str, str]], float]]:
+    out: dict[str, dict[frozenset[tuple[str, str]], float]] = {}
+    for family in text_string_to_metric_families(exposition(agent.snapshot()).decode()):
+        for sample in family.samples:
+            out.setdefault(sample.name, {})[frozenset(sample.labels.items())] = sample.value
+    return out
+
+
+def test_receiver_gets_every_metric_with_the_values_prometheus_sees(tmp_path: Path) -> None:
+    receiver = Receiver()
+    agent = agent_for(fixture(tmp_path / "a.pcap"), receiver.endpoint)
+    agent.start()
+    try:
+        wait_for(lambda: int(agent.snapshot().processed.sum()) == 41)
+        seen = len(receiver.requests)
+        wait_for(lambda: len(receiver.requests) >= seen + 2)  # an export that surely saw all 40
+        got = receiver.latest()
+        prom = prometheus_values(agent)
+    finally:
+        agent.stop()
+        receiver.close()
+    expected = {m.otel for m in METRICS if m.kind not in ("resource", "none")}
+    assert expected <= set(got), f"missing: {expected - set(got)}"
+    iface = "a.pcap"
+    assert dict((tuple(sorted(a.items())), v) for a, v in got["pktagent.packets.processed"]) == {(("network.interface.name", iface),): 41}
+    assert prom["pktagent_packets_processed_total"][frozenset({("interface", iface)})] == 41
+    errors = {(a["pktagent.decode.layer"], a["error.type"]): v for a, v in got["pktagent.decode.errors"]}
+    assert errors == {("tcp", "truncated"): 1} == {(dict(k)["layer"], dict(k)["reason"]): v for k, v in prom["pktagent_decode_errors_total"].items()}
+    traffic = {(a["network.type"], a["network.transport"], a["pktagent.traffic.direction"]): v for a, v in got["pktagent.traffic.io"]}
+    prom_traffic = {(dict(k)["network"], dict(k)["transport"], dict(k)["direction"]): v for k, v in prom["pktagent_traffic_bytes_total"].items()}
+    assert traffic == prom_traffic
+    assert sum(traffic.values()) == sum(54 + i for i in range(40)) + 44
+    started = {a["network.transport"]: v for a, v in got["pktagent.flows.started"]}
+    assert started["tcp"] == 4 == prom["pktagent_flows_started_total"][frozenset({("transport", "tcp")})]
+    assert got["pktagent.batch.size"][0][1] == prom["pktagent_batch_size_packets_count"][frozenset()]
+    resource = receiver.resource()
+    assert resource["service.name"] == "pktagent" and resource["host.arch"] in ("amd64", "arm64", "arm32")
+    assert {"service.version", "host.name"} <= set(resource)
+
+
+def test_collector_down_then_back(tmp_path: Path) -> None:
+    probe = Receiver()
+    port = probe.port
+    probe.close()  # the collector is away: nothing listens on its port
+    agent = agent_for(fixture(tmp_path / "b.pcap"), f"http://127.0.0.1:{port}/v1/metrics", timeout_seconds=0.5)
+    agent.start()
+    try:
+        wait_for(lambda: agent.snapshot().extra.get("otlp_exports", {}).get("failure", 0) >= 2)  # type: ignore[union-attr]
+        assert int(agent.snapshot().processed.sum()) == 41  # capture went on regardless
+        receiver = Receiver(port)
+        try:
+            wait_for(lambda: len(receiver.requests) >= 1)
+            wait_for(lambda: agent.snapshot().extra["otlp_exports"]["success"] >= 1)  # type: ignore[index]
+            processed = dict((tuple(sorted(a.items())), v) for a, v in receiver.latest()["pktagent.packets.processed"])
+            assert processed == {(("network.interface.name", "b.pcap"),): 41}
+        finally:
+            receiver.close()
+        counts = prometheus_values(agent)["pktagent_otlp_exports_total"]
+        assert counts[frozenset({("result", "failure")})] >= 2 and counts[frozenset({("result", "success")})] >= 1
+    finally:
+        agent.stop()
+
+
+@pytest.mark.parametrize(
+    ("env", "on"),
+    [
+        ({}, False),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"}, True),
+        ({"OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": "http://collector:4318/v1/metrics"}, True),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318", "OTEL_SDK_DISABLED": "true"}, False),
+    ],
+)
+def test_standard_environment_variables_turn_export_on(env: dict[str, str], on: bool) -> None:
+    assert otlp_enabled(OtlpConfig(), env) is on
+    assert otlp_enabled(OtlpConfig(enabled=True), {}) is True
+
+
+def test_every_prometheus_family_has_an_otlp_name(tmp_path: Path) -> None:
+    receiver = Receiver()
+    agent = agent_for(fixture(tmp_path / "c.pcap", packets=2), receiver.endpoint)
+    try:
+        families = {f.name for f in text_string_to_metric_families(exposition(agent.snapshot()).decode())}
+    finally:
+        agent.stop()
+        receiver.close()
+    mapped = {m.prometheus.removesuffix("_total") for m in METRICS}
+    assert families - {"pktagent_build"} <= mapped | {"pktagent_build_info"}, families - mapped
