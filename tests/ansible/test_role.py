@@ -1,0 +1,543 @@
+"""A real run of the pktagent role on this machine, and the agent it installs capturing as its service user.
+
+site.yml runs twice against a one-host inventory (connection local, become root through su) with
+the service step off (no systemd as PID 1 here). The install is a test instance: user, unit and
+directories are all named ``pktagent-test``, so the test never touches a real deployment, and it
+removes them when it ends. The installed agent is then started the way its unit starts it (the
+unit's user, ambient capabilities and command line, under setpriv) inside the receiver namespace
+of the ``veth`` fixture, and counts exactly what tcpreplay sends from the sender namespace.
+"""
+
+from __future__ import annotations
+
+import configparser
+import grp
+import importlib.util
+import json
+import os
+import pwd
+import re
+import shlex
+import shutil
+import socket
+import stat
+import subprocess
+import sys
+import time
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pcapgen as g
+import pytest
+import yaml
+from conftest import ROOT, need, need_root, need_tool
+from netns import VethPair
+from prometheus_client.parser import text_string_to_metric_families
+
+from agent import __version__
+
+ANSIBLE = ROOT / "ansible"
+BIN = Path(sys.executable).parent
+HOST = "pktagent-ci"
+NAME = "pktagent-test"  # user, group, unit and directories of the test instance
+INSTALL_DIR = Path("/opt") / NAME
+CONFIG_DIR = Path("/etc") / NAME
+STATE_DIR = Path("/var/lib") / NAME
+UNIT = Path("/etc/systemd/system") / f"{NAME}.service"
+VENV = INSTALL_DIR / "venv"
+LISTEN = "127.0.0.1:10464"  # inside the receiver namespace, which has a loopback of its own
+PASSWORD = "s3cret-Passw0rd-never-logged"
+SYSTEM_PYTHON = "/usr/bin/python3"  # the target's Python, as on a Pi; not the controller's venv
+
+RECAP = re.compile(
+    r"^(?P<host>\S+)\s*:\s*ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+unreachable=(?P<unreachable>\d+)\s+"
+    r"failed=(?P<failed>\d+)\s+skipped=(?P<skipped>\d+)\s+rescued=(?P<rescued>\d+)\s+ignored=(?P<ignored>\d+)",
+    re.M,
+)
+TASK = re.compile(r"^(?:TASK|RUNNING HANDLER) \[(?P<name>.+?)\] \*+$")
+
+
+# -- running Ansible ------------------------------------------------------------------------------
+
+
+def ansible_tool(name: str) -> Path:
+    path = BIN / name
+    need(path.exists(), f"{name} in {BIN} (pip install -e '.[dev]' installs ansible-core and ansible-lint)")
+    return path
+
+
+def ansible_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
+        ANSIBLE_CONFIG=str(ANSIBLE / "ansible.cfg"),
+        ANSIBLE_NOCOLOR="1",
+        ANSIBLE_FORCE_COLOR="0",
+    )
+    return env
+
+
+@dataclass
+class Run:
+    returncode: int
+    output: str
+    recap: dict[str, dict[str, int]]
+    changed: list[str]  # names of the tasks that reported a change, in order
+
+
+def parse_run(returncode: int, output: str) -> Run:
+    recap = {m["host"]: {k: int(v) for k, v in m.groupdict().items() if k != "host"} for m in RECAP.finditer(output.split("PLAY RECAP")[-1])}
+    changed: list[str] = []
+    task = ""
+    for line in output.splitlines():
+        if m := TASK.match(line):
+            task = m["name"]
+        elif line.startswith("changed: [") and task not in changed:
+            changed.append(task)
+    return Run(returncode, output, recap, changed)
+
+
+def ansible_playbook(inventory: Path, *args: str, netns: str | None = None) -> Run:
+    cmd = [str(ansible_tool("ansible-playbook")), "-i", str(inventory), "site.yml", *args]
+    if netns:
+        cmd = ["ip", "netns", "exec", netns, *cmd]
+    r = subprocess.run(cmd, cwd=ANSIBLE, env=ansible_env(), capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
+    return parse_run(r.returncode, r.stdout + r.stderr)
+
+
+def local_host(**host_vars: object) -> dict[str, object]:
+    return {"ansible_connection": "local", "ansible_python_interpreter": SYSTEM_PYTHON, **host_vars}
+
+
+def write_inventory(path: Path, agents: dict[str, dict[str, object]], prometheus: dict[str, dict[str, object]] | None = None) -> Path:
+    inventory = {"all": {"children": {"pktagent": {"children": {"site_ci": {"hosts": agents}}}, "prometheus": {"hosts": prometheus or {}}}}}
+    path.write_text(yaml.safe_dump(inventory, sort_keys=False))
+    return path
+
+
+# -- the deployment ---------------------------------------------------------------------------------
+
+
+def remove_test_instance() -> None:
+    """Everything the role creates for the test instance (and the state directory systemd would make)."""
+    for path in (INSTALL_DIR, CONFIG_DIR, STATE_DIR):
+        shutil.rmtree(path, ignore_errors=True)
+    UNIT.unlink(missing_ok=True)
+    subprocess.run(["userdel", NAME], capture_output=True)
+    subprocess.run(["groupdel", NAME], capture_output=True)
+
+
+@dataclass
+class Deployment:
+    work: Path
+    inventory: Path
+    file_sd: Path
+    first: Run
+    second: Run
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    need_root()
+    need(Path(SYSTEM_PYTHON).exists(), f"{SYSTEM_PYTHON} (Debian's python3, with python3-venv)")
+    need_tool("su")
+    ansible_tool("ansible-playbook")
+    for module in ("passlib", "bcrypt"):  # password_hash('bcrypt') on the controller
+        need(importlib.util.find_spec(module) is not None, f"the {module} module (pip install -e '.[dev]' installs libpass and bcrypt)")
+    work = tmp_path_factory.mktemp("ansible")
+    built = subprocess.run(
+        [str(BIN / "pip"), "wheel", "--quiet", "--no-deps", "-w", str(work / "dist"), str(ROOT)], capture_output=True, text=True, timeout=300
+    )
+    assert built.returncode == 0, built.stderr
+    (wheel,) = (work / "dist").glob("pktagent-*.whl")
+    file_sd = work / "file_sd"
+    agent_vars = local_host(
+        ansible_become_method="su",
+        pktagent_version=__version__,
+        pktagent_wheel=str(wheel),
+        pktagent_manage_service=False,
+        pktagent_service_name=NAME,
+        pktagent_system_user=NAME,
+        pktagent_system_group=NAME,
+        pktagent_install_dir=str(INSTALL_DIR),
+        pktagent_config_dir=str(CONFIG_DIR),
+        pktagent_interfaces=["pkt-rx"],
+        pktagent_promiscuous=True,
+        pktagent_bpf_filter="not udp port 9999",
+        pktagent_local_networks=["10.9.0.0/16", "fd00:9::/64"],
+        pktagent_devices=[{"name": "sender", "macs": [g.MAC_A]}],
+        pktagent_web_listen_address=LISTEN,
+        pktagent_web_basic_auth_users={"prometheus": PASSWORD},
+        pktagent_host_role="sensor",
+    )
+    inventory = write_inventory(work / "inventory.yml", {HOST: agent_vars}, {HOST: {"pktagent_file_sd_dir": str(file_sd)}})
+    remove_test_instance()  # what an interrupted earlier run left
+    try:
+        first = ansible_playbook(inventory, "--diff")
+        assert first.returncode == 0, first.output[-6000:]
+        second = ansible_playbook(inventory, "-v")
+        assert second.returncode == 0, second.output[-6000:]
+        yield Deployment(work, inventory, file_sd, first, second)
+    finally:
+        remove_test_instance()
+
+
+def read_unit(path: Path = UNIT) -> dict[str, str]:
+    parser = configparser.ConfigParser(interpolation=None, strict=False)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    parser.read_string(path.read_text())
+    return dict(parser["Service"])
+
+
+# -- the role's run -----------------------------------------------------------------------------------
+
+
+def test_first_run_installs_everything(deployment: Deployment) -> None:
+    run = deployment.first
+    assert run.recap[HOST]["failed"] == 0
+    assert run.recap[HOST]["unreachable"] == 0
+    expected = {
+        "pktagent : Create the pktagent system group",
+        "pktagent : Create the pktagent system user, without a login shell",
+        "pktagent : Create the install directories",
+        "pktagent : Copy the pktagent wheel from the controller",
+        "pktagent : Install pktagent and its dependencies into the virtual environment",
+        "pktagent : Create the config directory",
+        "pktagent : Write the agent's config, checked by pktagent check-config",
+        "pktagent : Write the web config (TLS, basic auth with bcrypt hashes)",
+        "pktagent : Write the systemd unit",
+        "pktagent : Create the file_sd directory",
+        "pktagent : Write the Prometheus file_sd targets of every agent",
+    }
+    # apt changes something only on a machine that lacked python3-venv.
+    assert set(run.changed) - expected <= {"pktagent : Install the Debian packages the virtual environment needs"}
+    assert expected <= set(run.changed)
+    # The service step is off: no systemd call was made, so no handler ran.
+    assert "skipping: [pktagent-ci]" in run.output.split("RUNNING HANDLER [pktagent : Restart pktagent]")[1].split("TASK")[0]
+
+
+def test_second_run_changes_nothing(deployment: Deployment) -> None:
+    recap = deployment.second.recap[HOST]
+    assert (recap["changed"], recap["failed"], recap["unreachable"]) == (0, 0, 0)
+    assert deployment.second.changed == []
+    assert recap["ok"] == deployment.first.recap[HOST]["ok"]
+
+
+def test_secrets_stay_out_of_the_output(deployment: Deployment) -> None:
+    """The first run shows diffs (--diff), the second every result (-v): neither shows the password or its hash."""
+    users = yaml.safe_load((CONFIG_DIR / "web-config.yml").read_text())["basic_auth_users"]
+    for run in (deployment.first, deployment.second):
+        assert PASSWORD not in run.output
+        assert users["prometheus"] not in run.output
+    assert "--- before" in deployment.first.output  # --diff did show the other files
+
+
+def test_service_user_has_no_login_shell(deployment: Deployment) -> None:
+    user = pwd.getpwnam(NAME)
+    assert user.pw_shell == "/usr/sbin/nologin"
+    assert user.pw_uid < 1000  # a system user
+    assert user.pw_dir == str(STATE_DIR)
+    assert grp.getgrgid(user.pw_gid).gr_name == NAME
+    assert [group.gr_name for group in grp.getgrall() if NAME in group.gr_mem] == []
+
+
+def test_virtualenv_has_the_pinned_version(deployment: Deployment) -> None:
+    version = subprocess.run(
+        [str(VENV / "bin" / "python"), "-c", "import importlib.metadata as m; print(m.version('pktagent'))"], capture_output=True, text=True, check=True
+    )
+    assert version.stdout.strip() == __version__
+    cli = subprocess.run([str(VENV / "bin" / "pktagent"), "--version"], capture_output=True, text=True, check=True)
+    assert cli.stdout.strip() == f"pktagent {__version__}"
+    # Built on the system's Python, not on the controller's.
+    assert f"home = {Path(SYSTEM_PYTHON).parent}" in (VENV / "pyvenv.cfg").read_text()
+
+
+def test_config_passes_check_config(deployment: Deployment) -> None:
+    config = CONFIG_DIR / "config.yml"
+    check = subprocess.run([str(VENV / "bin" / "pktagent"), "check-config", str(config)], capture_output=True, text=True)
+    assert (check.returncode, check.stdout, check.stderr) == (0, f"{config}: valid\n", "")
+    data = yaml.safe_load(config.read_text())
+    assert data == {
+        "capture": {"interfaces": ["pkt-rx"], "promiscuous": True, "bpf_filter": "not udp port 9999"},
+        "pipeline": {"sampling_rate": 1.0},
+        "devices": {"inventory": [{"name": "sender", "macs": [g.MAC_A]}]},
+        "web": {"listen": LISTEN},
+        "state_dir": str(STATE_DIR),
+        "local_networks": ["10.9.0.0/16", "fd00:9::/64"],
+    }
+    st = config.stat()
+    assert (stat.S_IMODE(st.st_mode), st.st_uid, grp.getgrgid(st.st_gid).gr_name) == (0o640, 0, NAME)
+
+
+def test_web_config_is_exporter_toolkit_format(deployment: Deployment) -> None:
+    import bcrypt
+
+    web_config = CONFIG_DIR / "web-config.yml"
+    check = subprocess.run([need_tool("promtool"), "check", "web-config", str(web_config)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    data = yaml.safe_load(web_config.read_text())
+    assert list(data) == ["basic_auth_users"]
+    hashed = data["basic_auth_users"]["prometheus"]
+    assert hashed.startswith("$2b$10$")
+    assert bcrypt.checkpw(PASSWORD.encode(), hashed.encode())
+    assert stat.S_IMODE(web_config.stat().st_mode) == 0o640
+
+
+def test_unit_file_passes_systemd_analyze(deployment: Deployment) -> None:
+    analyze = need_tool("systemd-analyze")
+    verify = subprocess.run([analyze, "verify", str(UNIT)], capture_output=True, text=True, cwd="/")
+    assert (verify.returncode, verify.stdout, verify.stderr) == (0, "", "")
+    unit = read_unit()
+    assert unit["ExecStart"] == (f"{VENV}/bin/pktagent --log-level info run --config {CONFIG_DIR}/config.yml --web.config.file {CONFIG_DIR}/web-config.yml")
+    assert {k: unit[k] for k in ("User", "Group", "AmbientCapabilities", "CapabilityBoundingSet", "StateDirectory", "Restart")} == {
+        "User": NAME,
+        "Group": NAME,
+        "AmbientCapabilities": "CAP_NET_RAW",
+        "CapabilityBoundingSet": "CAP_NET_RAW",
+        "StateDirectory": NAME,
+        "Restart": "on-failure",
+    }
+    assert {k: unit[k] for k in ("NoNewPrivileges", "ProtectSystem", "ProtectHome", "PrivateTmp")} == {
+        "NoNewPrivileges": "yes",
+        "ProtectSystem": "strict",
+        "ProtectHome": "yes",
+        "PrivateTmp": "yes",
+    }
+    security = subprocess.run([analyze, "security", "--offline=true", str(UNIT)], capture_output=True, text=True, cwd="/")
+    exposure = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", security.stdout)
+    assert exposure, security.stdout + security.stderr
+    assert float(exposure[1]) < 4.0  # systemd calls < 4 "OK"; an unhardened service scores 9.6
+
+
+def test_rebuilt_wheel_of_the_same_version_is_reinstalled(deployment: Deployment) -> None:
+    """pip keeps an installed release when given a wheel of the same version; the role reinstalls a changed wheel."""
+    (wheel,) = (deployment.work / "dist").glob("pktagent-*.whl")
+    with zipfile.ZipFile(wheel, "a") as z:
+        z.comment = b"rebuilt"  # other bytes, same version and contents
+    run = ansible_playbook(deployment.inventory)
+    assert run.returncode == 0, run.output[-6000:]
+    assert run.changed == [
+        "pktagent : Copy the pktagent wheel from the controller",
+        "pktagent : Reinstall pktagent from a changed wheel of the same version",
+    ]
+    assert run.recap[HOST]["changed"] == 2
+    assert "Successfully installed pktagent" not in run.output  # no -v: only the task lines
+
+
+def test_file_sd_targets_pass_promtool(deployment: Deployment) -> None:
+    targets = deployment.file_sd / "pktagent.json"
+    assert json.loads(targets.read_text()) == [{"labels": {"role": "sensor", "site": "ci"}, "targets": [f"{HOST}:10464"]}]
+    scrape = (ANSIBLE / "examples" / "prometheus-scrape.yml").read_text()
+    assert "/etc/prometheus/file_sd/pktagent.json" in scrape
+    prometheus_yml = deployment.work / "prometheus.yml"
+    prometheus_yml.write_text(scrape.replace("/etc/prometheus/file_sd/pktagent.json", str(targets)))
+    check = subprocess.run([need_tool("promtool"), "check", "config", str(prometheus_yml)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "SUCCESS" in check.stdout
+
+
+# -- the installed agent, started as its unit starts it --------------------------------------------------
+
+
+def unit_command(*, with_capabilities: bool = True) -> list[str]:
+    """The unit's ExecStart as its User= with its ambient capabilities (or none), in the environment systemd gives."""
+    unit = read_unit()
+    ambient = [c.removeprefix("CAP_").lower() for c in unit["AmbientCapabilities"].split()] if with_capabilities else []
+    bounding = [c.removeprefix("CAP_").lower() for c in unit["CapabilityBoundingSet"].split()] if with_capabilities else []
+    user = pwd.getpwnam(unit["User"])
+    env = ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin", f"HOME={user.pw_dir}", f"USER={user.pw_name}", f"LOGNAME={user.pw_name}"]
+    setpriv = [
+        need_tool("setpriv"),
+        f"--reuid={unit['User']}",
+        f"--regid={unit['Group']}",
+        "--init-groups",
+        "--inh-caps=" + ",".join(["-all", *(f"+{c}" for c in ambient)]),
+        "--ambient-caps=" + ",".join(["-all", *(f"+{c}" for c in ambient)]),
+        "--bounding-set=" + ",".join(["-all", *(f"+{c}" for c in bounding)]),
+    ]
+    if unit.get("NoNewPrivileges") == "yes":
+        setpriv.append("--no-new-privs")
+    return ["env", "-i", *env, *setpriv, *shlex.split(unit["ExecStart"])]
+
+
+FETCH = """
+import base64, sys, time, urllib.error, urllib.request
+url, auth, want, deadline = sys.argv[1], sys.argv[2], int(sys.argv[3]), time.monotonic() + float(sys.argv[4])
+request = urllib.request.Request(url, headers={"Authorization": "Basic " + base64.b64encode(auth.encode()).decode()})
+while True:
+    try:
+        with urllib.request.urlopen(request, timeout=2) as r:
+            status, body = r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        status, body = e.code, e.read().decode()
+    except OSError as e:
+        status, body = 0, str(e)
+    if status == want or time.monotonic() > deadline:
+        break
+    time.sleep(0.1)
+print(status)
+print(body, end="")
+"""
+
+
+def fetch(netns: str, path: str, *, want: int = 200, wait: float = 0.0) -> tuple[int, str]:
+    """GET from the agent inside the namespace (with the basic auth credentials the web config has)."""
+    r = subprocess.run(
+        ["ip", "netns", "exec", netns, sys.executable, "-c", FETCH, f"http://{LISTEN}{path}", f"prometheus:{PASSWORD}", str(want), str(wait)],
+        capture_output=True,
+        text=True,
+        timeout=wait + 30,
+    )
+    status, _, body = r.stdout.partition("\n")
+    return int(status or 0), body
+
+
+def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    return {(s.name, frozenset(s.labels.items())): s.value for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def known_traffic(tmp_path: Path) -> tuple[Path, dict[tuple[str, str, str], tuple[int, int]], int]:
+    """A capture with known answers: (file, {(network, transport, direction): (packets, bytes)}, frames the BPF filter drops)."""
+    cap = g.Capture()
+    expected: dict[tuple[str, str, str], tuple[int, int]] = {}
+    ts = 0
+
+    def add(key: tuple[str, str, str] | None, frame: bytes) -> None:
+        nonlocal ts
+        frame = g.pad(frame)
+        cap.add(ts, frame)
+        ts += 1000
+        if key is not None:
+            packets, octets = expected.get(key, (0, 0))
+            expected[key] = (packets + 1, octets + len(frame))
+
+    v4 = g.eth(g.ETH_IPV4)
+    for i in range(30):
+        add(("ipv4", "tcp", "internal"), v4 + g.ipv4(g.TCP, "10.9.0.1", "10.9.0.2", g.tcp(40000 + i, 80, g.ACK, seq=i), ident=i))
+    for i in range(20):
+        add(("ipv4", "udp", "internal"), v4 + g.ipv4(g.UDP, "10.9.0.1", "10.9.0.2", g.udp(50000 + i, 53, b"q" * 12), ident=100 + i))
+    for i in range(10):
+        add(("ipv6", "udp", "internal"), g.eth(g.ETH_IPV6) + g.ipv6(g.UDP, "fd00:9::1", "fd00:9::2", g.udp(50000 + i, 53, b"v6")))
+    # From outside local_networks: inbound here, though the agent's default list (192.168.0.0/16) would call it internal.
+    for i in range(4):
+        add(("ipv4", "udp", "inbound"), v4 + g.ipv4(g.UDP, "192.168.5.1", "10.9.0.2", g.udp(6000 + i, 53), ident=200 + i))
+    # Dropped by the role's bpf_filter, "not udp port 9999".
+    for i in range(5):
+        add(None, v4 + g.ipv4(g.UDP, "10.9.0.1", "10.9.0.2", g.udp(7000 + i, 9999), ident=300 + i))
+    return cap.write(tmp_path / "traffic.pcap"), expected, 5
+
+
+@pytest.mark.live
+def test_installed_agent_captures_as_the_service_user(deployment: Deployment, veth: VethPair, tmp_path: Path) -> None:
+    tcpreplay = need_tool("tcpreplay")
+    pcap, expected, filtered = known_traffic(tmp_path)
+    STATE_DIR.mkdir(mode=0o750, exist_ok=True)  # what StateDirectory= makes
+    shutil.chown(STATE_DIR, NAME, NAME)
+    agent = subprocess.Popen(veth.in_receiver(*unit_command()), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd="/")
+    try:
+        status, body = fetch(veth.receiver, "/health", wait=20)
+        assert status == 200, (body, agent.poll(), agent.stderr.read() if agent.poll() is not None else "")
+        assert json.loads(body)["captures"][0]["interface"] == "pkt-rx"
+
+        # Only CAP_NET_RAW, yet the interface is promiscuous (PACKET_ADD_MEMBERSHIP needs no CAP_NET_ADMIN).
+        # ip netns exec, env and setpriv each exec the next: the agent is the process Popen started.
+        status_file = Path(f"/proc/{agent.pid}/status").read_text()
+        caps = dict(line.split(":\t") for line in status_file.splitlines() if line.startswith("Cap"))
+        assert {k: int(v, 16) for k, v in caps.items()} == {"CapInh": 1 << 13, "CapPrm": 1 << 13, "CapEff": 1 << 13, "CapBnd": 1 << 13, "CapAmb": 1 << 13}
+        link = subprocess.run(veth.in_receiver("ip", "-d", "link", "show", "pkt-rx"), capture_output=True, text=True, check=True).stdout
+        assert " promiscuity 1 " in link
+
+        sent = subprocess.run(veth.in_sender(tcpreplay, "-q", "-i", "pkt-tx", str(pcap)), capture_output=True, text=True)
+        assert sent.returncode == 0, sent.stderr
+        total = sum(p for p, _ in expected.values())
+        assert f"Actual: {total + filtered} packets" in sent.stdout
+
+        deadline = time.monotonic() + 15
+        while True:
+            status, text = fetch(veth.receiver, "/metrics")
+            got = samples(text)
+            captured = got.get(("pktagent_packets_captured_total", frozenset({("interface", "pkt-rx")})), 0)
+            if captured >= total or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        time.sleep(0.5)  # anything late would show now
+        status, text = fetch(veth.receiver, "/metrics")
+        assert status == 200
+        got = samples(text)
+        assert got[("pktagent_packets_captured_total", frozenset({("interface", "pkt-rx")}))] == total == 64
+        traffic = {
+            (labels["network"], labels["transport"], labels["direction"]): value
+            for (name, key), value in got.items()
+            if name == "pktagent_traffic_packets_total" and value
+            for labels in [dict(key)]
+        }
+        assert traffic == {k: float(p) for k, (p, _) in expected.items()}
+        octets = {
+            (labels["network"], labels["transport"], labels["direction"]): value
+            for (name, key), value in got.items()
+            if name == "pktagent_traffic_bytes_total" and value
+            for labels in [dict(key)]
+        }
+        assert octets == {k: float(b) for k, (_, b) in expected.items()}
+        assert sum(v for (name, _), v in got.items() if name == "pktagent_decode_errors_total") == 0
+
+        # The role's health check, run in the namespace against the running agent: it passes and changes nothing.
+        health = ansible_playbook(
+            deployment.inventory,
+            "--tags",
+            "pktagent_health",
+            "-e",
+            json.dumps({"pktagent_manage_service": True, "pktagent_health_check_retries": 3, "pktagent_health_check_delay": 1}),
+            netns=veth.receiver,
+        )
+        assert health.returncode == 0, health.output[-4000:]
+        assert "ok: [pktagent-ci]" in health.output.split("TASK [pktagent : Wait for /health to answer 200]")[1]
+        assert health.recap[HOST]["changed"] == 0
+        assert PASSWORD not in health.output
+    finally:
+        agent.terminate()
+        _, err = agent.communicate(timeout=20)
+    assert agent.returncode == 0, err
+
+
+@pytest.mark.live
+def test_installed_agent_without_the_capability_says_so(deployment: Deployment, veth: VethPair) -> None:
+    r = subprocess.run(veth.in_receiver(*unit_command(with_capabilities=False)), capture_output=True, text=True, timeout=60, cwd="/")
+    assert r.returncode == 1
+    assert r.stdout == ""
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith("pktagent: CapturePermissionError: no permission to capture on pkt-rx (")
+
+
+# -- the rollout ------------------------------------------------------------------------------------------
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_rollout_stops_at_the_first_host_that_fails(tmp_path: Path) -> None:
+    """site.yml's health check fails on the canary (nothing listens there): the rollout stops before the next host."""
+    agents = {
+        f"ci-{name}": local_host(ansible_become=False, pktagent_web_listen_address=f"127.0.0.1:{closed_port()}", pktagent_health_check_delay=0)
+        for name in ("a", "b", "c")
+    }
+    inventory = write_inventory(tmp_path / "inventory.yml", agents, {"ci-a": {}})
+    run = ansible_playbook(
+        inventory,
+        "--tags",
+        "pktagent_health,pktagent_targets",
+        "-e",
+        json.dumps({"pktagent_manage_service": True, "pktagent_health_check_retries": 1, "pktagent_file_sd_dir": str(tmp_path / "file_sd")}),
+    )
+    assert run.returncode != 0
+    assert run.recap["ci-a"]["failed"] == 1
+    assert "ci-b" not in run.recap and "[ci-b]" not in run.output
+    assert "ci-c" not in run.recap and "[ci-c]" not in run.output
+    assert "Write Prometheus file_sd targets" not in run.output
+    assert not (tmp_path / "file_sd").exists()
