@@ -382,10 +382,10 @@ print(body, end="")
 """
 
 
-def fetch(netns: str, path: str, *, want: int = 200, wait: float = 0.0) -> tuple[int, str]:
+def fetch(netns: str, path: str, *, want: int = 200, wait: float = 0.0, auth: str = f"prometheus:{PASSWORD}") -> tuple[int, str]:
     """GET from the agent inside the namespace (with the basic auth credentials the web config has)."""
     r = subprocess.run(
-        ["ip", "netns", "exec", netns, sys.executable, "-c", FETCH, f"http://{LISTEN}{path}", f"prometheus:{PASSWORD}", str(want), str(wait)],
+        ["ip", "netns", "exec", netns, sys.executable, "-c", FETCH, f"http://{LISTEN}{path}", auth, str(want), str(wait)],
         capture_output=True,
         text=True,
         timeout=wait + 30,
@@ -440,6 +440,9 @@ def test_installed_agent_captures_as_the_service_user(deployment: Deployment, ve
         status, body = fetch(veth.receiver, "/health", wait=20)
         assert status == 200, (body, agent.poll(), agent.stderr.read() if agent.poll() is not None else "")
         assert json.loads(body)["captures"][0]["interface"] == "pkt-rx"
+        # The agent took the role's web config: the bcrypt hash checks out, and nothing is served without it.
+        assert fetch(veth.receiver, "/metrics", auth="prometheus:wrong")[0] == 401
+        assert fetch(veth.receiver, "/metrics", auth="")[0] == 401
 
         # Only CAP_NET_RAW, yet the interface is promiscuous (PACKET_ADD_MEMBERSHIP needs no CAP_NET_ADMIN).
         # ip netns exec, env and setpriv each exec the next: the agent is the process Popen started.
