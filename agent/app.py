@@ -54,6 +54,25 @@ def otlp_enabled(config: config_mod.OtlpConfig, environ: Mapping[str, str] = os.
     return config.enabled or bool(environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or environ.get("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"))
 
 
+def open_store(config: Config) -> Any:
+    """The device database in the state directory, or None (with a warning) when it cannot be had."""
+    import sqlite3
+
+    from agent.registry import Registry
+    from agent.store import Store, StoreWriter
+
+    try:
+        store = Store(config.state_dir)
+    except (OSError, sqlite3.Error) as e:
+        log.warning(
+            "the device database in %s cannot be used (%s): names learned now will not survive a restart; set state_dir or --state-dir",
+            config.state_dir,
+            getattr(e, "strerror", None) or e,
+        )
+        return None
+    return StoreWriter(Registry(config.devices.max_devices), store, config.devices.store_interval_seconds)
+
+
 def openers(cfg: Config, *, pace: bool) -> tuple[list[str], Callable[[int], Source]]:
     """Interface names and a function opening source number i: live interfaces, or capture files."""
     from agent.capture.live import LiveSource
@@ -104,6 +123,10 @@ class Agent:
         )
         security = web.load(config.web.config_file) if config.web.config_file else None
         self.engine.open_all()
+        self.store_writer = open_store(config)
+        if self.store_writer is not None:
+            self.pipeline.adopt_devices(self.store_writer.store.load())
+            self.store_writer.registry = self.pipeline.registry
         self.registry = CollectorRegistry()
         self.registry.register(SnapshotCollector(self.snapshot))
         host, port = config_mod.listen_address(config.web.listen)
@@ -118,13 +141,18 @@ class Agent:
 
     def snapshot(self) -> Snapshot:
         snap = self.engine.snapshot(**self.build)
+        extra = dict(snap.extra)
         if self._otlp_counts is not None:
-            snap = snap.replace(extra={**snap.extra, "otlp_exports": self._otlp_counts.copy()})
-        return snap
+            extra["otlp_exports"] = self._otlp_counts.copy()
+        if self.store_writer is not None:
+            extra["store_writes"] = dict(self.store_writer.writes)
+        return snap.replace(extra=extra)
 
     def start(self) -> None:
         self.server.start()
         self.engine.start()
+        if self.store_writer is not None:
+            self.store_writer.start()
         if self.otlp is not None:
             self.otlp.start()
         host, _ = config_mod.listen_address(self.config.web.listen)
@@ -134,6 +162,8 @@ class Agent:
         if self.otlp is not None:
             self.otlp.shutdown()
         self.engine.close()
+        if self.store_writer is not None:
+            self.store_writer.stop()
         self.server.close()
 
     def serve(self, stop: threading.Event) -> None:

@@ -62,6 +62,7 @@ class Batch:
     wirelen: I64
     l3: I64  # offset of the network header in raw.data (-1: none)
     l3len: I64  # captured network-layer bytes that belong to the packet
+    l4: I64  # where the transport header starts, counted from the network header
     proto: U8  # IP protocol number of the transport (after IPv6 extension headers)
     src_hi: U64
     src_lo: U64

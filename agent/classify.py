@@ -76,6 +76,12 @@ class Classifier:
             local[check] = hit
         return local
 
+    def is_local_address(self, text: str) -> bool:
+        """The same decision for one address written out (the slow path's)."""
+        value = ipaddress.ip_address(text)
+        full = (0xFFFF_0000_0000 | int(value)) if value.version == 4 else int(value)
+        return bool(self.is_local(np.array([full >> 64], np.uint64), np.array([full & ((1 << 64) - 1)], np.uint64))[0])
+
     def apply(self, batch: Batch) -> Batch:
         """The batch with ``src_local``, ``dst_local`` and ``direction`` set."""
         src = self.is_local(batch.src_hi, batch.src_lo) & batch.is_ip

@@ -134,10 +134,16 @@ def _progress(engine: Any, total_files: int, done: threading.Event) -> None:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
+    from agent.app import build_labels
     from agent.replay import replay_engine
 
     cfg = resolve_config(args).replace("capture", pcap=tuple(args.files), interfaces=(), loop=False)
-    engine = replay_engine(cfg, args.files)
+    writer = None
+    if args.state_dir:
+        from agent.app import open_store
+
+        writer = open_store(cfg)
+    engine = replay_engine(cfg, args.files, writer.store.load() if writer else ())
     done = threading.Event()
     bar = None
     if sys.stderr.isatty():
@@ -153,8 +159,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
         engine.close()
     if engine.failure is not None:
         raise engine.failure
-    from agent.app import build_labels
-
+    if writer is not None:
+        writer.registry = engine.pipeline.registry
+        writer.stop()  # writes what the replay learned
     snap = engine.snapshot(**build_labels())
     if args.format == "json":
         sys.stdout.write(json.dumps(snapshot_json(snap), indent=2) + "\n")
@@ -172,6 +179,73 @@ def exposition(snap: Snapshot) -> bytes:
     registry = CollectorRegistry()
     registry.register(SnapshotCollector(lambda: snap))
     return bytes(generate_latest(registry))
+
+
+def cmd_devices(args: argparse.Namespace) -> int:
+    from agent.registry import SOURCES
+    from agent.store import read_devices
+
+    cfg = resolve_config(args)
+    devices = read_devices(cfg.state_dir)
+    by_id = {d.id: d for d in devices}
+
+    def name(d: Any) -> tuple[str, str]:
+        """The best name and its source, following a randomised MAC's link to the device it belongs to."""
+        for _ in range(4):
+            if d is None:
+                break
+            if d.name is not None:
+                return d.name, next(s for s in SOURCES if s in d.names)
+            d = by_id.get(d.linked_to) if d.linked_to is not None else None
+        return "", ""
+
+    rows: list[dict[str, Any]] = []
+    for d in devices:
+        best, source = name(d)
+        rows.append(
+            {
+                "id": d.id,
+                "name": best or None,
+                "name_source": source or None,
+                "names": d.names,
+                "macs": sorted(d.macs),
+                "addresses": sorted(d.addresses, key=lambda a: -d.addresses[a]),
+                "client_id": d.client_id,
+                "vendor_class": d.vendor_class,
+                "linked_to": d.linked_to,
+                "first_seen": _iso(d.first_seen),
+                "last_seen": _iso(d.last_seen),
+            }
+        )
+    if args.format == "json":
+        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+        return 0
+    head = ("ID", "NAME", "SOURCE", "MACS", "ADDRESSES", "LAST SEEN")
+    table = [head] + [
+        (
+            str(r["id"]) + (f" -> {r['linked_to']}" if r["linked_to"] else ""),
+            r["name"] or "-",
+            r["name_source"] or "-",
+            ", ".join(r["macs"]) or "-",
+            ", ".join(r["addresses"]) or "-",
+            r["last_seen"],
+        )
+        for r in rows
+    ]
+    widths = [max(len(row[i]) for row in table) for i in range(len(head))]
+    for row in table:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    if not rows:
+        print(f"(no devices known yet in {cfg.state_dir})")
+    return 0
+
+
+def _iso(seconds: float) -> str:
+    import datetime
+
+    if not seconds:
+        return "-"
+    return datetime.datetime.fromtimestamp(seconds, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -207,7 +281,14 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--config", metavar="FILE", help="YAML config file")
     replay.add_argument("--format", choices=["prometheus", "json"], default="prometheus", help="output format (default: prometheus)")
     replay.add_argument("--bpf", metavar="EXPR", help="BPF filter applied while reading")
+    replay.add_argument("--state-dir", metavar="DIR", help="keep the devices learned from the files in DIR (see `pktagent devices`)")
     replay.set_defaults(func=cmd_replay)
+
+    devices = sub.add_parser("devices", help="list the devices the agent has learned")
+    devices.add_argument("--config", metavar="FILE", help="YAML config file (for its state_dir)")
+    devices.add_argument("--state-dir", metavar="DIR", help="where the agent keeps its state (default: the config's, /var/lib/pktagent)")
+    devices.add_argument("--format", choices=["table", "json"], default="table", help="output format (default: table)")
+    devices.set_defaults(func=cmd_devices)
 
     check = sub.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("file", metavar="FILE")

@@ -1,9 +1,10 @@
-"""Device lookup: which device a local address belongs to, through a bounded TTL cache in front of a store.
+"""Name lookup: which device a local address belongs to (or which domain a remote one), through a bounded TTL cache.
 
-The store is pluggable (``DeviceStore``): the inventory from the config is one; the
-registry that learns names from the traffic is another. The cache is asked once per distinct
-local address in a batch, never per packet, and its entries expire on packet time, so a
-replay gives the same hits and misses every time.
+The store behind the cache is pluggable (``DeviceStore``): the config's inventory is one, the
+registry that learns names from the traffic another, the map of DNS answers a third. The
+cache answers whole columns of addresses at once; only its misses reach the store, once per
+distinct address. Entries expire on packet time, so a replay gives the same hits and misses
+every time.
 """
 
 from __future__ import annotations
@@ -16,11 +17,10 @@ import numpy as np
 
 from agent._arrays import unique, unique_inverse
 from agent.batch import I64, U64, Batch
-from agent.config import DeviceEntry
 from agent.hashindex import HashIndex
+from agent.usage import UNNAMED, Interner
 
 _M = np.uint64(0x9E3779B97F4A7C15)
-UNKNOWN = -1
 
 
 def address_int(text: str) -> int:
@@ -35,21 +35,6 @@ class DeviceStore(Protocol):
     def lookup(self, address: int) -> str | None:
         """The name of the device that has ``address`` (a 128-bit integer), if known."""
         ...
-
-
-class Inventory:
-    """Devices the operator named in the config.
-
-    >>> Inventory([DeviceEntry("tv", addresses=("192.168.1.20",))]).lookup(address_int("192.168.1.20"))
-    'tv'
-    """
-
-    def __init__(self, devices: Iterable[DeviceEntry]) -> None:
-        self.devices = list(devices)
-        self._by_address = {address_int(a): d.name for d in self.devices for a in d.addresses}
-
-    def lookup(self, address: int) -> str | None:
-        return self._by_address.get(address)
 
 
 class AddressCache:
@@ -79,7 +64,7 @@ class AddressCache:
         return self.max_entries - len(self._free)
 
     def get(self, keys: U64, now: int) -> tuple[I64, np.ndarray]:
-        """(value or UNKNOWN, hit) for each key."""
+        """(value or -1, hit) for each key."""
         slots = self._index.lookup(keys)
         hit = slots >= 0
         fresh = self._expires[slots] > now
@@ -92,7 +77,7 @@ class AddressCache:
             gone = unique(slots[expired])
             self.expirations += gone.size
             self._drop(gone)
-        return np.where(hit, self._value[slots], UNKNOWN), hit
+        return np.where(hit, self._value[slots], -1), hit
 
     def put(self, keys: U64, values: I64, now: int) -> None:
         """Store distinct keys that are not in the cache."""
@@ -113,31 +98,36 @@ class AddressCache:
         self._expires[slots] = now + self.ttl
         self._used[slots] = True
 
+    def forget(self, keys: U64) -> None:
+        slots = self._index.lookup(keys)
+        slots = slots[slots >= 0]
+        if slots.size:
+            self._drop(unique(slots))
+
+    def clear(self) -> None:
+        self._drop(np.flatnonzero(self._used))
+
     def _drop(self, slots: I64) -> None:
         self._index.delete(self._key[slots])
         self._used[slots] = False
         self._free.extend(slots.tolist())
 
 
-class DeviceLookup:
-    """Per batch: the device of each packet's local source and destination (``UNKNOWN`` if none)."""
+class NameLookup:
+    """Per batch: the name id (``Interner`` ids) of each address, through the cache, from ``store``.
 
-    def __init__(self, store: DeviceStore, cache_entries: int, ttl_us: int) -> None:
+    Used twice: local addresses to device names, remote addresses to domain names. An address
+    the store has no name for gets ``UNNAMED``.
+    """
+
+    def __init__(self, store: DeviceStore, cache_entries: int, ttl_us: int, names: Interner) -> None:
         self.store = store
         self.cache = AddressCache(cache_entries, ttl_us)
-        self.names: list[str] = []
-        self._ids: dict[str, int] = {}
-
-    def device_id(self, name: str) -> int:
-        found = self._ids.get(name)
-        if found is None:
-            found = self._ids[name] = len(self.names)
-            self.names.append(name)
-        return found
+        self.names = names
 
     def lookup(self, hi: U64, lo: U64, now: int) -> I64:
-        """Device ids for a column of addresses: the cache answers, the store fills what it misses."""
-        key = ((hi * _M) ^ lo) | np.uint64(2)
+        """Name ids for a column of addresses: the cache answers, the store fills what it misses."""
+        key = address_key(hi, lo)
         ids, hit = self.cache.get(key, now)
         if not hit.all():
             miss = np.flatnonzero(~hit)
@@ -152,24 +142,40 @@ class DeviceLookup:
 
     def _resolve(self, address: int) -> int:
         name = self.store.lookup(address)
-        return UNKNOWN if name is None else self.device_id(name)
+        return UNNAMED if name is None else self.names.intern(name)
 
-    def apply(self, batch: Batch) -> tuple[I64, I64]:
-        """(source device, destination device) of every packet; local addresses only."""
-        n = len(batch)
-        src = np.full(n, UNKNOWN, np.int64)
-        dst = np.full(n, UNKNOWN, np.int64)
-        counted = batch.counted
-        s = np.flatnonzero(batch.src_local & counted)
-        d = np.flatnonzero(batch.dst_local & counted)
-        if s.size + d.size == 0:
-            return src, dst
-        now = int(batch.ts.max())
-        ids = self.lookup(
-            np.concatenate((batch.src_hi[s], batch.dst_hi[d])),
-            np.concatenate((batch.src_lo[s], batch.dst_lo[d])),
-            now,
-        )
-        src[s] = ids[: s.size]
-        dst[d] = ids[s.size :]
+    def forget(self, addresses: Iterable[int]) -> None:
+        """Drop cached answers for addresses whose name changed."""
+        keys = [address_int_key(a) for a in addresses]
+        if keys:
+            self.cache.forget(np.array(keys, np.uint64))
+
+
+def address_key(hi: U64, lo: U64) -> U64:
+    """The cache key of 128-bit addresses (never 0 or 1)."""
+    key: U64 = ((hi * _M) ^ lo) | np.uint64(2)
+    return key
+
+
+def address_int_key(address: int) -> int:
+    return int(address_key(np.array([address >> 64], np.uint64), np.array([address & ((1 << 64) - 1)], np.uint64))[0])
+
+
+def local_devices(lookup: NameLookup, batch: Batch) -> tuple[I64, I64]:
+    """(source device, destination device) name ids of every packet; -1 where that side is not local."""
+    n = len(batch)
+    src = np.full(n, -1, np.int64)
+    dst = np.full(n, -1, np.int64)
+    counted = batch.counted
+    s = np.flatnonzero(batch.src_local & counted)
+    d = np.flatnonzero(batch.dst_local & counted)
+    if s.size + d.size == 0:
         return src, dst
+    ids = lookup.lookup(
+        np.concatenate((batch.src_hi[s], batch.dst_hi[d])),
+        np.concatenate((batch.src_lo[s], batch.dst_lo[d])),
+        int(batch.ts.max()),
+    )
+    src[s] = ids[: s.size]
+    dst[d] = ids[s.size :]
+    return src, dst

@@ -144,6 +144,43 @@ def flows(s: Snapshot) -> Iterator[Metric]:
     yield ended
 
 
+def devices(s: Snapshot) -> Iterator[Metric]:
+    yield GaugeMetricFamily(f"{NS}_devices_known", "Devices in the registry (named or not).", value=s.devices_known)
+    names = ["device", "direction"]
+    dev_bytes = CounterMetricFamily(
+        f"{NS}_device_bytes", "Bytes each device sent (transmit) and received (receive); over-budget devices count as 'other'.", labels=names
+    )
+    dev_packets = CounterMetricFamily(f"{NS}_device_packets", "Packets each device sent (transmit) and received (receive).", labels=names)
+    for d in s.device_series:
+        dev_bytes.add_metric([d.name, "transmit"], d.tx_bytes)
+        dev_bytes.add_metric([d.name, "receive"], d.rx_bytes)
+        dev_packets.add_metric([d.name, "transmit"], d.tx_packets)
+        dev_packets.add_metric([d.name, "receive"], d.rx_packets)
+    yield dev_bytes
+    yield dev_packets
+    remote = CounterMetricFamily(
+        f"{NS}_remote_bytes", "Bytes sent to (transmit) and received from (receive) remote domains, by registrable domain.", labels=["domain", "direction"]
+    )
+    for d in s.domain_series:
+        remote.add_metric([d.name, "transmit"], d.tx_bytes)
+        remote.add_metric([d.name, "receive"], d.rx_bytes)
+    yield remote
+    dropped = CounterMetricFamily(f"{NS}_label_series_dropped", "Series dropped to keep a label within its budget (quiet, or outranked).", labels=["label"])
+    for label, v in sorted(s.series_dropped.items()):
+        dropped.add_metric([label], v)
+    yield dropped
+    learned = CounterMetricFamily(f"{NS}_learn_packets", "ARP, DHCP and DNS packets read for names, by result.", labels=["result"])
+    for result, v in sorted(s.learned.items()):
+        learned.add_metric([result], v)
+    yield learned
+    writes = s.extra.get("store_writes")
+    if isinstance(writes, dict):
+        m = CounterMetricFamily(f"{NS}_device_store_writes", "Writes of learned devices to the database, by result.", labels=["result"])
+        for result, v in sorted(writes.items()):
+            m.add_metric([result], v)
+        yield m
+
+
 def otlp(s: Snapshot) -> Iterator[Metric]:
     exports = s.extra.get("otlp_exports")
     if isinstance(exports, dict):
@@ -155,7 +192,7 @@ def otlp(s: Snapshot) -> Iterator[Metric]:
         yield m
 
 
-FAMILIES: tuple[Family, ...] = (build_info, capture, decode_errors, traffic, processing, caches, flows, otlp)
+FAMILIES: tuple[Family, ...] = (build_info, capture, decode_errors, traffic, processing, caches, flows, devices, otlp)
 
 
 class SnapshotCollector(Collector):

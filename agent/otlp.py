@@ -116,6 +116,23 @@ def _scalar(get: Callable[[Snapshot], float]) -> Callable[[Snapshot], Iterable[t
     return read
 
 
+def _usage(which: str, attribute: str, measure: str) -> Callable[[Snapshot], Iterable[tuple[float, dict[str, Any]]]]:
+    def read(s: Snapshot) -> Iterable[tuple[float, dict[str, Any]]]:
+        for series in getattr(s, which):
+            yield getattr(series, f"tx_{measure}"), {attribute: series.name, "network.io.direction": "transmit"}
+            yield getattr(series, f"rx_{measure}"), {attribute: series.name, "network.io.direction": "receive"}
+
+    return read
+
+
+def _counts(field: str, attribute: str) -> Callable[[Snapshot], Iterable[tuple[float, dict[str, Any]]]]:
+    def read(s: Snapshot) -> Iterable[tuple[float, dict[str, Any]]]:
+        for value, v in sorted(getattr(s, field).items()):
+            yield v, {attribute: value}
+
+    return read
+
+
 def _extra(key: str, attribute: str) -> Callable[[Snapshot], Iterable[tuple[float, dict[str, Any]]]]:
     """Figures of optional parts, kept in ``Snapshot.extra[key]`` as {label value: number}."""
 
@@ -176,6 +193,50 @@ METRICS: tuple[Mapped, ...] = (
     Mapped("pktagent_flows_capacity", "pktagent.flows.limit", "{flow}", "updown", (), _scalar(lambda s: s.flows_capacity)),
     Mapped("pktagent_flows_started_total", "pktagent.flows.started", "{flow}", "counter", ("network.transport",), _flows("flows_started")),
     Mapped("pktagent_flows_ended_total", "pktagent.flows.ended", "{flow}", "counter", ("network.transport", "pktagent.flow.end_reason"), _flows_ended),
+    Mapped("pktagent_devices_known", "pktagent.devices.known", "{device}", "updown", (), _scalar(lambda s: s.devices_known)),
+    Mapped(
+        "pktagent_device_bytes_total",
+        "pktagent.device.io",
+        "By",
+        "counter",
+        ("pktagent.device.name", "network.io.direction"),
+        _usage("device_series", "pktagent.device.name", "bytes"),
+    ),
+    Mapped(
+        "pktagent_device_packets_total",
+        "pktagent.device.packets",
+        "{packet}",
+        "counter",
+        ("pktagent.device.name", "network.io.direction"),
+        _usage("device_series", "pktagent.device.name", "packets"),
+    ),
+    Mapped(
+        "pktagent_remote_bytes_total",
+        "pktagent.remote.io",
+        "By",
+        "counter",
+        ("pktagent.remote.domain", "network.io.direction"),
+        _usage("domain_series", "pktagent.remote.domain", "bytes"),
+    ),
+    Mapped(
+        "pktagent_label_series_dropped_total",
+        "pktagent.label.series.dropped",
+        "{series}",
+        "counter",
+        ("pktagent.label.name",),
+        _counts("series_dropped", "pktagent.label.name"),
+    ),
+    Mapped(
+        "pktagent_learn_packets_total", "pktagent.learn.packets", "{packet}", "counter", ("pktagent.learn.result",), _counts("learned", "pktagent.learn.result")
+    ),
+    Mapped(
+        "pktagent_device_store_writes_total",
+        "pktagent.device_store.writes",
+        "{write}",
+        "counter",
+        ("pktagent.store.result",),
+        _extra("store_writes", "pktagent.store.result"),
+    ),
     Mapped("pktagent_exporter_errors_total", "(not exported)", "", "none", ()),  # counts failures of /metrics collectors themselves
     Mapped(
         "pktagent_otlp_exports_total", "pktagent.otlp.exports", "{export}", "counter", ("pktagent.otlp.result",), _extra("otlp_exports", "pktagent.otlp.result")

@@ -1,10 +1,10 @@
 """The pipeline: the one module that wires the stages, in the order data flows through them.
 
-    decode -> dedup -> sample -> classify -> devices -> flows -> counters
+    decode -> dedup -> sample -> classify -> learn (slow path) -> devices & domains -> flows -> counters
 
-Each stage takes a batch and hands on a batch; none imports another. ``process`` runs one
-raw batch through all of them; everything a scrape can see changes under one lock, once per
-batch, so an exposition never shows half a batch.
+Each stage takes a batch and hands on a batch or columns; none imports another. ``process``
+runs one raw batch through all of them; everything a scrape can see changes under one lock,
+once per batch, so an exposition never shows half a batch.
 
 >>> from agent.config import Config
 >>> p = Pipeline(Config(), ["eth0"])
@@ -19,29 +19,42 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 from agent.batch import RawBatch
 from agent.classify import Classifier
 from agent.config import Config
 from agent.counters import Counters
 from agent.decode import decode, supported
 from agent.dedup import Dedup
-from agent.devices import DeviceLookup, DeviceStore, Inventory
+from agent.devices import NameLookup, local_devices
+from agent.domains import DomainMap
 from agent.flows import FlowTable
+from agent.learn import Learner
+from agent.registry import Device, Registry
 from agent.sample import Sampler
-from agent.snapshot import CacheStats
+from agent.snapshot import CacheStats, UsageSeries
+from agent.usage import RX_BYTES, TX_BYTES, TopN
 
 
 class Pipeline:
-    def __init__(self, config: Config, interfaces: Sequence[str], store: DeviceStore | None = None) -> None:
+    def __init__(self, config: Config, interfaces: Sequence[str], known_devices: Sequence[Device] = ()) -> None:
         self.config = config
         self.interfaces = tuple(interfaces)
         self.lock = threading.Lock()
         self.dedup = Dedup(int(config.dedup.window_ms * 1000), config.dedup.max_entries)
         self.sampler = Sampler(config.pipeline.sampling_rate)
         self.classifier = Classifier(config.local_networks)
-        if store is None:
-            store = Inventory(config.devices.inventory)
-        self.devices = DeviceLookup(store, config.devices.cache_size, int(config.devices.cache_ttl_seconds * 1_000_000))
+        d = config.devices
+        self.learner = Learner(d.learn_per_batch)
+        self.registry = self._registry(known_devices)
+        self.domains = DomainMap(d.max_domain_addresses)
+        ttl_us = int(d.series_ttl_seconds * 1e6)
+        self.device_usage = TopN(d.series_budget, ttl_us, capacity=d.max_devices + 2, fixed=("other", "unnamed"))
+        self.domain_usage = TopN(d.domain_series_budget, ttl_us, capacity=d.max_domain_addresses + 2, fixed=("other", "unknown"))
+        cache_ttl = int(d.cache_ttl_seconds * 1_000_000)
+        self.devices = NameLookup(self.registry, d.cache_size, cache_ttl, self.device_usage.names)
+        self.remote = NameLookup(self.domains, d.cache_size, cache_ttl, self.domain_usage.names)
         f = config.flows
         self.flows = FlowTable(
             f.max_flows,
@@ -50,6 +63,19 @@ class Pipeline:
             linger_us=int(f.linger_seconds * 1e6),
         )
         self.counters = Counters(len(self.interfaces))
+
+    def _registry(self, known_devices: Sequence[Device]) -> Registry:
+        registry = Registry(self.config.devices.max_devices)
+        registry.restore(known_devices)
+        registry.apply_inventory(self.config.devices.inventory)
+        return registry
+
+    def adopt_devices(self, known_devices: Sequence[Device]) -> None:
+        """Start from devices an earlier run learned (before the first batch)."""
+        with self.lock:
+            self.registry = self._registry(known_devices)
+            self.devices.store = self.registry
+            self.devices.cache.clear()
 
     def process(self, raw: RawBatch) -> None:
         """Run one batch through every stage and count it."""
@@ -66,11 +92,46 @@ class Pipeline:
         batch, frame_hashes = self.dedup.apply(batch)
         batch = self.sampler.apply(batch, frame_hashes)
         batch = self.classifier.apply(batch)
-        self.devices.apply(batch)
+        now = int(batch.ts.max())
+        self._learn(batch, now)
+        src_dev, dst_dev = local_devices(self.devices, batch)
+        outbound = batch.src_local & ~batch.dst_local & batch.counted & batch.is_ip
+        inbound = batch.dst_local & ~batch.src_local & batch.counted & batch.is_ip
+        to_remote = np.flatnonzero(outbound)
+        from_remote = np.flatnonzero(inbound)
+        domain = self.remote.lookup(
+            np.concatenate((batch.dst_hi[to_remote], batch.src_hi[from_remote])),
+            np.concatenate((batch.dst_lo[to_remote], batch.src_lo[from_remote])),
+            now,
+        )
+        scale = self.sampler.scale
+        size = batch.wirelen.astype(np.float64)
         with self.lock:
             self.flows.apply(batch)
-            self.counters.add(batch, self.sampler.scale)
+            self.counters.add(batch, scale)
+            tx, rx = src_dev >= 0, dst_dev >= 0
+            u = self.device_usage
+            u.add(src_dev[tx], TX_BYTES, size[tx], scale)
+            u.add(dst_dev[rx], RX_BYTES, size[rx], scale)
+            u.touch(src_dev[tx], now)
+            u.touch(dst_dev[rx], now)
+            u.maybe_rerank(now)
+            r = self.domain_usage
+            r.add(domain[: to_remote.size], TX_BYTES, size[to_remote], scale)
+            r.add(domain[to_remote.size :], RX_BYTES, size[from_remote], scale)
+            r.touch(domain, now)
+            r.maybe_rerank(now)
             self.counters.observe_batch(time.perf_counter() - started, n)
+
+    def _learn(self, batch: Any, now: int) -> None:
+        """The slow path: names and addresses from ARP, DHCP and DNS; the caches forget what changed."""
+        obs = self.learner.observe(batch)
+        if not obs:
+            return
+        self.registry.learn(obs, now / 1e6, self.classifier.is_local_address)
+        self.devices.forget(self.registry.take_changed_addresses())
+        remote = [(a, n) for a, n in obs.domains if not self.classifier.is_local_address(a)]
+        self.remote.forget(self.domains.learn(remote))
 
     def tick(self, now_us: int) -> None:
         """Let flow timeouts fire while no packets arrive."""
@@ -83,7 +144,11 @@ class Pipeline:
         seconds, sizes = c.histograms()
         n_if = len(self.interfaces)
         shape = (n_if, 4, 6, 5)
-        cache = self.devices.cache
+
+        def cache(name: str, cache: Any) -> CacheStats:
+            return CacheStats(name, cache.hits, cache.misses, len(cache), cache.max_entries, cache.evictions)
+
+        reg, dom = self.registry, self.domains
         return {
             "processed": c.processed.copy(),
             "duplicate": c.duplicate.copy(),
@@ -99,11 +164,19 @@ class Pipeline:
             "min_batch_seconds": c.min_batch_seconds,
             "max_batch_seconds": c.max_batch_seconds,
             "caches": (
-                CacheStats("device", cache.hits, cache.misses, len(cache), cache.max_entries, cache.evictions),
+                cache("device", self.devices.cache),
+                cache("domain", self.remote.cache),
                 CacheStats("dedup", self.dedup.hits, self.dedup.misses, self.dedup.entries, self.dedup.max_entries, self.dedup.evictions),
+                CacheStats("device_registry", reg.found, reg.lookups - reg.found, len(reg), reg.max_devices, reg.evictions),
+                CacheStats("domain_map", dom.found, dom.lookups - dom.found, len(dom), dom.max_entries, dom.evictions),
             ),
             "flows_active": self.flows.active.copy(),
             "flows_capacity": self.flows.capacity,
             "flows_started": self.flows.started.copy(),
             "flows_ended": self.flows.ended.copy(),
+            "devices_known": len(reg),
+            "device_series": tuple(UsageSeries(name, *v) for name, v in self.device_usage.series()),
+            "domain_series": tuple(UsageSeries(name, *v) for name, v in self.domain_usage.series()),
+            "series_dropped": {"device": self.device_usage.dropped, "domain": self.domain_usage.dropped},
+            "learned": {"decoded": self.learner.decoded, "malformed": self.learner.malformed, "skipped": self.learner.skipped},
         }

@@ -16,6 +16,7 @@ from agent.capture.offline import FileSource
 from agent.config import Config
 from agent.engine import Engine
 from agent.pipeline import Pipeline
+from agent.registry import Device
 from agent.snapshot import Snapshot
 
 
@@ -36,11 +37,11 @@ def file_opener(config: Config, paths: Sequence[str | Path], *, pace: bool) -> t
     return names, open_file
 
 
-def replay_engine(config: Config, paths: Sequence[str | Path]) -> Engine:
+def replay_engine(config: Config, paths: Sequence[str | Path], known_devices: Sequence[Device] = ()) -> Engine:
     """An engine that reads ``paths`` in turn at full speed; every file is opened (and checked) now."""
     names, opener = file_opener(config, paths, pace=False)
     engine = Engine(
-        Pipeline(config, names),
+        Pipeline(config, names, known_devices),
         opener,
         batch_size=config.pipeline.batch_size,
         window=0.0,

@@ -58,6 +58,37 @@ class CacheStats:
         )
 
 
+@dataclass(frozen=True)
+class UsageSeries:
+    """One label value of the per-device or per-domain traffic: bytes and packets each way."""
+
+    name: str
+    tx_bytes: float = 0.0
+    rx_bytes: float = 0.0
+    tx_packets: float = 0.0
+    rx_packets: float = 0.0
+
+    def merge(self, other: UsageSeries) -> UsageSeries:
+        return UsageSeries(
+            self.name,
+            self.tx_bytes + other.tx_bytes,
+            self.rx_bytes + other.rx_bytes,
+            self.tx_packets + other.tx_packets,
+            self.rx_packets + other.rx_packets,
+        )
+
+
+def _merge_series(a: tuple[UsageSeries, ...], b: tuple[UsageSeries, ...]) -> tuple[UsageSeries, ...]:
+    out = {s.name: s for s in a}
+    for s in b:
+        out[s.name] = out[s.name].merge(s) if s.name in out else s
+    return tuple(out.values())
+
+
+def _add_counts(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
+    return {k: a.get(k, 0) + b.get(k, 0) for k in {*a, *b}}
+
+
 def _zeros(*shape: int) -> npt.NDArray[np.int64]:
     return np.zeros(shape, np.int64)
 
@@ -94,6 +125,11 @@ class Snapshot:
     flows_started: npt.NDArray[np.int64] = field(default_factory=lambda: _zeros(5))
     flows_ended: npt.NDArray[np.int64] = field(default_factory=lambda: _zeros(5, 5))
     capture_errors: tuple[str, ...] = ()  # per interface: why its capture is down ("" when up)
+    devices_known: int = 0
+    device_series: tuple[UsageSeries, ...] = ()
+    domain_series: tuple[UsageSeries, ...] = ()
+    series_dropped: dict[str, int] = field(default_factory=dict)  # by label: device, domain
+    learned: dict[str, int] = field(default_factory=dict)  # slow-path packets: decoded, malformed, skipped
     extra: dict[str, object] = field(default_factory=dict)  # figures of optional parts (devices, OTLP)
 
     def replace(self, **changes: object) -> Snapshot:
@@ -133,4 +169,9 @@ class Snapshot:
             flows_started=self.flows_started + other.flows_started,
             flows_ended=self.flows_ended + other.flows_ended,
             capture_errors=tuple(a or b for a, b in zip(self.capture_errors, other.capture_errors)),
+            devices_known=max(self.devices_known, other.devices_known),
+            device_series=_merge_series(self.device_series, other.device_series),
+            domain_series=_merge_series(self.domain_series, other.domain_series),
+            series_dropped=_add_counts(self.series_dropped, other.series_dropped),
+            learned=_add_counts(self.learned, other.learned),
         )

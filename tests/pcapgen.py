@@ -180,3 +180,53 @@ def write_pcapng(path: Path, packets: Sequence[Packet], *, linktype: int = 1, sn
         hi, lo = p.ts_us >> 32, p.ts_us & 0xFFFFFFFF
         out.append(_block(6, struct.pack("<IIIII", 0, hi, lo, len(p.frame), p.wire_len) + p.frame))
     path.write_bytes(b"".join(out))
+
+
+# -- the slow path's protocols: DNS (and mDNS/LLMNR), DHCP ------------------------------------
+
+
+def dns_name(name: str) -> bytes:
+    return b"".join(struct.pack("B", len(label)) + label.encode() for label in name.strip(".").split(".")) + b"\x00"
+
+
+def dns_response(question: str | None, records: Sequence[tuple[str, str, str]], *, qtype: int = 1, ident: int = 0x1234) -> bytes:
+    """A DNS response: ``records`` are (owner, type, value) with type A, AAAA, CNAME or PTR."""
+    types = {"A": 1, "AAAA": 28, "CNAME": 5, "PTR": 12}
+    body = b""
+    if question is not None:
+        body += dns_name(question) + struct.pack("!HH", qtype, 1)
+    for owner, kind, value in records:
+        if kind == "A":
+            rdata = ipaddress.IPv4Address(value).packed
+        elif kind == "AAAA":
+            rdata = ipaddress.IPv6Address(value).packed
+        else:
+            rdata = dns_name(value)
+        body += dns_name(owner) + struct.pack("!HHIH", types[kind], 1, 60, len(rdata)) + rdata
+    return struct.pack("!HHHHHH", ident, 0x8180, 1 if question is not None else 0, len(records), 0, 0) + body
+
+
+def dhcp(
+    mac_text: str,
+    message_type: int,
+    *,
+    hostname: str | None = None,
+    client_id: bytes | None = None,
+    vendor_class: str | None = None,
+    your_ip: str = "0.0.0.0",
+    requested: str | None = None,
+) -> bytes:
+    """A BOOTP/DHCP message (1 DISCOVER, 3 REQUEST, 5 ACK ...) with the options that name a client."""
+    op = 2 if message_type in (2, 5, 6) else 1
+    header = struct.pack("!BBBBIHH4s4s4s4s", op, 1, 6, 0, 0xABCD, 0, 0, bytes(4), ipaddress.IPv4Address(your_ip).packed, bytes(4), bytes(4))
+    header += mac(mac_text) + bytes(10) + bytes(64) + bytes(128) + b"\x63\x82\x53\x63"
+    options = bytes([53, 1, message_type])
+    if hostname is not None:
+        options += bytes([12, len(hostname)]) + hostname.encode()
+    if client_id is not None:
+        options += bytes([61, len(client_id)]) + client_id
+    if vendor_class is not None:
+        options += bytes([60, len(vendor_class)]) + vendor_class.encode()
+    if requested is not None:
+        options += bytes([50, 4]) + ipaddress.IPv4Address(requested).packed
+    return header + options + b"\xff"

@@ -123,7 +123,6 @@ class FileSource:
 
     def _salvage(self, message: str) -> RawBatch | None:
         """libpcap failed mid-batch and dropped what it had read: reopen and take packets one at a time up to the damage."""
-        log.warning("capture file %s is cut short or damaged after packet %d: %s", self.path, self._read, message)
         self._handle.close()
         self._handle = open_file(self.path, self._bpf)
         skip = self._read
@@ -140,6 +139,7 @@ class FileSource:
                 break
             parts.append((buf, meta))
         self._ended = not self._loop
+        log.warning("capture file %s is cut short or damaged after packet %d: %s", self.path, self._read + len(parts), message)
         if not parts:
             return None
         buf = b"".join(p[0] for p in parts)

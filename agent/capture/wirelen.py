@@ -51,7 +51,7 @@ class WireLengths:
     def __init__(self, path: Path, *, filtered: bool = False) -> None:
         self.filtered = filtered  # a BPF filter hides records from us: match each one
         self._mm: mmap.mmap | None = None
-        self._walk: Iterator[tuple[int, int]] | None = None
+        self._walk: Iterator[tuple[int, int, int | None]] | None = None
         self._lost = False
         with open(path, "rb") as f:
             head = f.read(24)
@@ -77,7 +77,7 @@ class WireLengths:
         if self._lost or n == 0:
             return np.zeros(n, np.int64)
         if self._walk is not None:
-            return self._take_pcapng(caplen)
+            return self._take_pcapng(caplen, ts)
         return self._take_pcap(caplen, ts)
 
     def close(self) -> None:
@@ -130,39 +130,60 @@ class WireLengths:
             self._mm.madvise(mmap.MADV_DONTNEED, self._released, behind - self._released)
             self._released = behind
 
-    def _take_pcapng(self, caplen: I64) -> I64:
+    def _take_pcapng(self, caplen: I64, ts: I64) -> I64:
+        """Match each packet to the next block with its timestamp (a BPF filter may have skipped blocks)."""
         assert self._walk is not None
         out = np.zeros(caplen.size, np.int64)
-        for i, want in enumerate(caplen.tolist()):
-            got = next(self._walk, None)
-            if got is None or got[0] < want:
+        for i, (want, t) in enumerate(zip(caplen.tolist(), ts.tolist())):
+            for got_cap, got_orig, got_ts in self._walk:
+                if got_cap >= want and (got_ts is None or got_ts == t or not self.filtered):
+                    out[i] = max(got_orig, want)
+                    break
+            else:
                 self._lost = True
                 break
-            out[i] = max(got[1], want)
         return out
 
 
-def _pcapng_lengths(path: Path) -> Iterator[tuple[int, int]]:
-    """(captured, original) length of each packet block of a pcapng file, in order."""
+def _tsresol(data: bytes, order: str, start: int, end: int) -> int:
+    """Timestamp units per second of an interface, from its if_tsresol option (default: microseconds)."""
+    at = start
+    while at + 4 <= end:
+        code, length = struct.unpack_from(order + "HH", data, at)
+        if code == 0:
+            break
+        if code == 9 and length == 1:
+            v = data[at + 4]
+            return int(2 ** (v & 0x7F)) if v & 0x80 else int(10**v)
+        at += 4 + length + (-length % 4)
+    return 1_000_000
+
+
+def _pcapng_lengths(path: Path) -> Iterator[tuple[int, int, int | None]]:
+    """(captured length, original length, timestamp in us or None) of each packet block of a pcapng file, in order."""
     with open(path, "rb") as f:
         data = f.read()
     pos, order = 0, "<"
-    snaplens: list[int] = []
+    interfaces: list[tuple[int, int]] = []  # (snaplen, timestamp units per second)
     while pos + 12 <= len(data):
         if data[pos : pos + 4] == PCAPNG_MAGIC:
             order = "<" if data[pos + 8 : pos + 12] == b"\x4d\x3c\x2b\x1a" else ">"
-            snaplens = []
+            interfaces = []
         kind, total = struct.unpack_from(order + "II", data, pos)
         if total < 12 or pos + total > len(data):
             return
-        if kind == 1 and total >= 20:  # interface description: remember its snaplen
-            snaplens.append(struct.unpack_from(order + "I", data, pos + 12)[0])
+        if kind == 1 and total >= 20:  # interface description: its snaplen and timestamp resolution
+            interfaces.append((struct.unpack_from(order + "I", data, pos + 12)[0], _tsresol(data, order, pos + 16, pos + total - 4)))
         elif kind == 6 and total >= 32:  # enhanced packet block
-            yield struct.unpack_from(order + "II", data, pos + 20)
-        elif kind == 3 and total >= 16:  # simple packet block: captured = min(original, snaplen)
+            iface, hi, lo, cap, orig = struct.unpack_from(order + "IIIII", data, pos + 8)
+            units = interfaces[iface][1] if iface < len(interfaces) else 1_000_000
+            yield cap, orig, ((hi << 32) | lo) * 1_000_000 // units
+        elif kind == 3 and total >= 16:  # simple packet block: captured = min(original, snaplen), no timestamp
             orig = struct.unpack_from(order + "I", data, pos + 8)[0]
-            snap = snaplens[0] if snaplens and snaplens[0] else orig
-            yield min(orig, snap, total - 16), orig
+            snap = interfaces[0][0] if interfaces and interfaces[0][0] else orig
+            yield min(orig, snap, total - 16), orig, None
         elif kind == 2 and total >= 32:  # obsolete packet block
-            yield struct.unpack_from(order + "II", data, pos + 20)
+            iface, _, hi, lo, cap, orig = struct.unpack_from(order + "HHIIII", data, pos + 8)
+            units = interfaces[iface][1] if iface < len(interfaces) else 1_000_000
+            yield cap, orig, ((hi << 32) | lo) * 1_000_000 // units
         pos += total

@@ -63,6 +63,7 @@ def decode(raw: RawBatch) -> Batch:
         wirelen=wirelen,
         l3=np.where(has_l3, l3, -1),
         l3len=c.l3len,
+        l4=c.l4,
         proto=c.proto,
         src_hi=c.src_hi,
         src_lo=c.src_lo,

@@ -1,0 +1,154 @@
+"""Traffic per device and per remote domain, with every label set bounded by a budget.
+
+``TopN`` keeps a series for at most ``budget`` names — the busiest by recent traffic — and
+counts everything else as ``other``. Every ``interval`` of packet time it re-ranks: series
+quiet past ``ttl`` are dropped, free series go to the busiest names in ``other``, and a name
+far busier than the weakest series takes its place. Each drop is counted. A name's traffic
+before it got a series stays in ``other``, so every counter only ever grows.
+
+Names are interned to small integers (``Interner``, bounded too), so a batch is accounted with
+a few ``bincount`` calls over integer columns.
+
+>>> top = TopN(budget=2, ttl_us=600_000_000)
+>>> [top.names.intern(n) for n in ("tv", "nas", "pi")]
+[2, 3, 4]
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from agent.batch import I64
+
+OTHER, UNNAMED = 0, 1  # fixed ids: 'other' (over budget) and 'unnamed'/'unknown' (no name known)
+TX_BYTES, RX_BYTES, TX_PACKETS, RX_PACKETS = range(4)
+
+
+class Interner:
+    """Names to small integer ids and back, at most ``capacity`` of them (the oldest unused go first)."""
+
+    def __init__(self, capacity: int, fixed: tuple[str, str]) -> None:
+        self.capacity = capacity
+        self.names: list[str | None] = [*fixed]
+        self._ids: dict[str, int] = {n: i for i, n in enumerate(fixed)}
+        self._free: list[int] = []
+        self.evictions = 0
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def intern(self, name: str) -> int:
+        found = self._ids.get(name)
+        if found is not None:
+            return found
+        if self._free:
+            i = self._free.pop()
+            self.names[i] = name
+        elif len(self.names) < self.capacity:
+            i = len(self.names)
+            self.names.append(name)
+        else:
+            self.evictions += 1
+            return OTHER  # full: counted as 'other' until a name is released
+        self._ids[name] = i
+        return i
+
+    def release(self, ids: list[int]) -> None:
+        for i in ids:
+            name = self.names[i]
+            if i > UNNAMED and name is not None:
+                del self._ids[name]
+                self.names[i] = None
+                self._free.append(i)
+
+
+class TopN:
+    def __init__(self, budget: int, ttl_us: int, *, interval_us: int = 60_000_000, capacity: int = 4096, fixed: tuple[str, str] = ("other", "unnamed")) -> None:
+        self.budget, self.ttl_us, self.interval_us = budget, ttl_us, interval_us
+        self.names = Interner(capacity, fixed)
+        self.recent = np.zeros(capacity, np.float64)  # bytes since the last re-ranking, per name id
+        self.last_active = np.zeros(capacity, np.int64)
+        self.series_of = np.zeros(capacity, np.int64)  # name id -> series id (0: 'other')
+        self.series_of[UNNAMED] = 1
+        # Series 0 is 'other' and 1 'unnamed'; 2.. are names'. Totals per series, per measure.
+        self.totals = np.zeros((budget + 2, 4), np.float64)
+        self.series_name: list[int | None] = [OTHER, UNNAMED] + [None] * budget
+        self.dropped = 0
+        self._next_rank: int | None = None
+
+    def add(self, name_ids: I64, measure_bytes: int, sizes: np.ndarray, scale: float) -> None:
+        """Count packets (``sizes`` bytes each) of ``name_ids`` under measure TX_BYTES or RX_BYTES."""
+        if name_ids.size == 0:
+            return
+        n = self.recent.size
+        by_name = np.bincount(name_ids, weights=sizes, minlength=n)
+        self.recent += by_name
+        series = self.series_of[name_ids]
+        k = self.totals.shape[0]
+        self.totals[:, measure_bytes] += np.bincount(series, weights=sizes, minlength=k) * scale
+        self.totals[:, measure_bytes + 2] += np.bincount(series, minlength=k) * scale
+
+    def touch(self, name_ids: I64, now: int) -> None:
+        if name_ids.size:
+            self.last_active[name_ids] = now
+
+    def maybe_rerank(self, now: int) -> bool:
+        """Re-rank once per interval of packet time; True when the series changed."""
+        if self._next_rank is None:
+            self._next_rank = now  # the first batch ranks at once, so early names get series
+        if now < self._next_rank:
+            return False
+        self._next_rank = now + self.interval_us
+        return self.rerank(now)
+
+    def rerank(self, now: int) -> bool:
+        changed = False
+        held = [s for s in range(2, self.totals.shape[0]) if self.series_name[s] is not None]
+        for s in held:  # quiet past the TTL: the series goes
+            name = self.series_name[s]
+            assert name is not None
+            if now - self.last_active[name] > self.ttl_us:
+                self._drop(s)
+                changed = True
+        live = np.flatnonzero((self.series_of == OTHER) & (self.recent > 0))
+        live = live[live > UNNAMED]
+        candidates = live[np.argsort(-self.recent[live], kind="stable")]
+        for name in candidates.tolist():
+            free = [s for s in range(2, self.totals.shape[0]) if self.series_name[s] is None]
+            if free:
+                self._give(free[0], name)
+                changed = True
+                continue
+            owners = [(self.recent[self.series_name[s]], s) for s in range(2, self.totals.shape[0])]
+            weakest, slot = min(owners)
+            if self.recent[name] > 2 * weakest:  # far busier: take the weakest series' place
+                self._drop(slot)
+                self._give(slot, name)
+                changed = True
+            else:
+                break
+        self.recent *= 0.5  # recent traffic decays: a name must keep being busy to keep its place
+        return changed
+
+    def _give(self, slot: int, name: int) -> None:
+        self.series_name[slot] = name
+        self.series_of[name] = slot
+        self.totals[slot] = 0.0
+
+    def _drop(self, slot: int) -> None:
+        name = self.series_name[slot]
+        if name is not None:
+            self.series_of[name] = OTHER
+        self.series_name[slot] = None
+        self.totals[slot] = 0.0
+        self.dropped += 1
+
+    def series(self) -> list[tuple[str, list[float]]]:
+        """(label value, [tx bytes, rx bytes, tx packets, rx packets]) of every series held."""
+        out = []
+        for s, name in enumerate(self.series_name):
+            if name is not None:
+                label = self.names.names[name]
+                if label is not None:
+                    out.append((label, self.totals[s].tolist()))
+        return out
