@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 PORT   ?= 10464
 # Debian packages the tests use: promtool and a real Prometheus, tcpreplay and iproute2 for live
 # capture in network namespaces, tshark as the reference decoder, tcpdump and softflowd as peers.
-APT_PACKAGES := prometheus tcpreplay tshark tcpdump softflowd iproute2 util-linux libcap2-bin
+APT_PACKAGES := prometheus tcpreplay tshark tcpdump softflowd iproute2 util-linux libcap2-bin systemd python3-venv
 
 .PHONY: run demo test lint typecheck bench bench-live fuzz soak clean system-deps
 
@@ -38,8 +38,8 @@ system-deps:
 	fi
 
 lint: $(VENV)/.dev
-	$(BIN)/ruff check agent tests bench
-	$(BIN)/ruff format --check agent tests bench
+	$(BIN)/ruff check agent tests bench grafana
+	$(BIN)/ruff format --check agent tests bench grafana
 
 typecheck: $(VENV)/.dev
 	$(BIN)/mypy

@@ -103,7 +103,7 @@ class Agent:
     so every mistake surfaces before anything is served."""
 
     def __init__(self, config: Config) -> None:
-        from prometheus_client import CollectorRegistry
+        from prometheus_client import CollectorRegistry, ProcessCollector
 
         from agent import web
         from agent.metrics import SnapshotCollector
@@ -129,6 +129,7 @@ class Agent:
             self.store_writer.registry = self.pipeline.registry
         self.registry = CollectorRegistry()
         self.registry.register(SnapshotCollector(self.snapshot))
+        ProcessCollector(registry=self.registry)  # process_* : CPU, memory, start time (restarts)
         host, port = config_mod.listen_address(config.web.listen)
         self.server = MetricsServer(host, port, self.registry, lambda: health(self.snapshot()), security=security)
         self.otlp: Any = None

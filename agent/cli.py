@@ -52,7 +52,7 @@ def resolve_config(args: argparse.Namespace) -> Config:
             raise ConfigError(f"--sampling-rate: must be a number in (0, 1], got {args.sampling_rate}")
         cfg = cfg.replace("pipeline", sampling_rate=args.sampling_rate)
     if getattr(args, "listen", None):
-        config_mod.listen_address(args.listen, "--listen")
+        config_mod.listen_address(args.listen, "--listen")  # names the flag, not a config key
         cfg = cfg.replace("web", listen=args.listen)
     if getattr(args, "web_config_file", None):
         cfg = cfg.replace("web", config_file=args.web_config_file)
@@ -135,7 +135,7 @@ def _progress(engine: Any, total_files: int, done: threading.Event) -> None:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     from agent.app import build_labels
-    from agent.replay import replay_engine
+    from agent.replay import finish, replay_engine
 
     cfg = resolve_config(args).replace("capture", pcap=tuple(args.files), interfaces=(), loop=False)
     writer = None
@@ -159,6 +159,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         engine.close()
     if engine.failure is not None:
         raise engine.failure
+    finish(engine)
     if writer is not None:
         writer.registry = engine.pipeline.registry
         writer.stop()  # writes what the replay learned
@@ -249,7 +250,18 @@ def _iso(seconds: float) -> str:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    config_mod.load(args.file)
+    cfg = config_mod.load(args.file)
+    if cfg.capture.bpf_filter:
+        import pcapy
+
+        try:  # as libpcap compiles it for an Ethernet capture
+            pcapy.compile(1, cfg.capture.snaplen, cfg.capture.bpf_filter, 1, 0)
+        except pcapy.PcapError as e:
+            raise ConfigError(f"{args.file}: config key capture.bpf_filter: libpcap rejects {cfg.capture.bpf_filter!r}: {e}") from None
+    if cfg.web.config_file:
+        from agent import web
+
+        web.load(cfg.web.config_file)
     print(f"{args.file}: valid")
     return 0
 

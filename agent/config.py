@@ -133,12 +133,16 @@ class Config:
     state_dir: str = "/var/lib/pktagent"
 
     def __post_init__(self) -> None:
+        for section in dataclasses.fields(self):
+            value = getattr(self, section.name)
+            if dataclasses.is_dataclass(value):
+                _check_bounds(value, section.name)
         for i, net in enumerate(self.local_networks):
             try:
                 ipaddress.ip_network(net, strict=False)
             except ValueError:
                 raise ConfigError(f"config key local_networks[{i}]: {net!r} is not a network such as 192.168.0.0/16 or fd00::/8") from None
-        listen_address(self.web.listen, "web.listen")
+        listen_address(self.web.listen)
         names = set()
         for i, dev in enumerate(self.devices.inventory):
             where = f"devices.inventory[{i}]"
@@ -172,11 +176,21 @@ class Config:
         return dataclasses.replace(self, **{section: dataclasses.replace(getattr(self, section), **changes)})
 
 
-def listen_address(value: str, key: str = "web.listen") -> tuple[str, int]:
+def _check_bounds(section: Any, prefix: str) -> None:
+    """Every number within its field's range, however the config was built (file, flags or code)."""
+    for f in dataclasses.fields(section):
+        low, high = f.metadata.get("low"), f.metadata.get("high")
+        value = getattr(section, f.name)
+        if low is not None and high is not None and isinstance(value, (int, float)) and not low <= value <= high:
+            noun = "an integer" if isinstance(value, int) else "a number"
+            raise ConfigError(f"config key {prefix}.{f.name}: must be {noun} between {_number(low)} and {_number(high)}, got {value!r}")
+
+
+def listen_address(value: str, key: str = "config key web.listen") -> tuple[str, int]:
     """Split HOST:PORT (``[::]:PORT`` for IPv6), or raise a ConfigError naming ``key``."""
     m = re.match(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^:\[\]]*)):(?P<port>\d{1,5})$", value)
     if not m or not 0 <= int(m["port"]) < 65536:  # 0: any free port
-        raise ConfigError(f"config key {key}: {value!r} is not HOST:PORT (for example 0.0.0.0:{DEFAULT_PORT} or [::]:{DEFAULT_PORT})")
+        raise ConfigError(f"{key}: {value!r} is not HOST:PORT (for example 0.0.0.0:{DEFAULT_PORT} or [::]:{DEFAULT_PORT})")
     return (m["v6"] or m["host"] or "0.0.0.0"), int(m["port"])
 
 
@@ -222,11 +236,11 @@ def _convert(value: Any, kind: Any, path: str, meta: Mapping[str, Any]) -> Any:
 
 
 def _build(cls: Any, data: Any, prefix: str) -> Any:
-    where = prefix or "the top level"
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"config key {where}: must be a mapping of keys to values, got {_describe(data)}")
+        where = f"config key {prefix}" if prefix else "the config"
+        raise ConfigError(f"{where}: must be a mapping of keys to values, got {_describe(data)}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}

@@ -77,6 +77,11 @@ class BatchQueue:
             self._closed = True
             self._cond.notify_all()
 
+    def wake(self) -> None:
+        """Wake a waiting reader (a source ended: it may be time to stop)."""
+        with self._cond:
+            self._cond.notify_all()
+
 
 @dataclass
 class CaptureState:
@@ -206,6 +211,7 @@ class Engine:
             self.stop()
         finally:
             state.finished = True
+            self.queue.wake()
 
     def _account(self, i: int, src: Source, batch: RawBatch) -> None:
         state = self.states[i]

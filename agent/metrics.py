@@ -79,8 +79,7 @@ def decode_errors(s: Snapshot) -> Iterator[Metric]:
     )
     for iface, row in zip(s.interfaces, s.decode_errors.tolist()):
         for (layer, reason), v in zip(labels.DECODE_ERRORS, row):
-            if v:
-                m.add_metric([iface, layer, reason], v)
+            m.add_metric([iface, layer, reason], v)
     yield m
 
 

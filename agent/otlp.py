@@ -67,8 +67,7 @@ def _dropped(s: Snapshot) -> Iterable[tuple[float, dict[str, Any]]]:
 def _decode_errors(s: Snapshot) -> Iterable[tuple[float, dict[str, Any]]]:
     for iface, row in zip(s.interfaces, s.decode_errors.tolist()):
         for (layer, reason), v in zip(labels.DECODE_ERRORS, row):
-            if v:
-                yield v, {IFACE: iface, "pktagent.decode.layer": layer, "error.type": reason}
+            yield v, {IFACE: iface, "pktagent.decode.layer": layer, "error.type": reason}
 
 
 def _traffic(which: str) -> Callable[[Snapshot], Iterable[tuple[float, dict[str, Any]]]]:

@@ -65,4 +65,13 @@ def replay_files(config: Config, paths: Sequence[str | Path], **build: str) -> S
         engine.close()
     if engine.failure is not None:
         raise engine.failure
+    finish(engine)
     return engine.snapshot(**build)
+
+
+def finish(engine: Engine) -> None:
+    """The capture has ended: let the linger of the last closed flows run out, as it would have live."""
+    p = engine.pipeline
+    last = int(p.counters.last_packet_us.max()) if p.counters.last_packet_us.size else 0
+    if last:
+        p.tick(last + p.flows.linger_us + 1)

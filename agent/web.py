@@ -163,6 +163,11 @@ def _tls_context(tls: Any, base: Path) -> ssl.SSLContext:
     except (ssl.SSLError, OSError) as e:
         raise _err("tls_server_config.cert_file", f"{cert} and {tls['key_file']} are not a matching PEM certificate and key ({e})") from None
     auth = tls.get("client_auth_type", "NoClientCert")
+    if auth in ("RequestClientCert", "RequireAnyClientCert"):
+        raise _err(
+            "tls_server_config.client_auth_type",
+            f"{auth} (a certificate asked for but not verified) is not supported: use VerifyClientCertIfGiven or RequireAndVerifyClientCert",
+        )
     if auth not in CLIENT_AUTH:
         raise _err("tls_server_config.client_auth_type", f"{auth!r} is not one of {', '.join(CLIENT_AUTH)}")
     ctx.verify_mode = CLIENT_AUTH[auth]

@@ -57,7 +57,7 @@ state_dir: /tmp/x
         ("devices: {inventory: [{name: tv}, {name: tv}]}", "config key devices.inventory[1].name: device 'tv' is listed twice"),
         ("web: {listen: nowhere}", "config key web.listen: 'nowhere' is not HOST:PORT"),
         ("capture: {interfaces: [eth0], pcap: [a.pcap]}", "choose one source"),
-        ("[1, 2]", "config key the top level: must be a mapping"),
+        ("[1, 2]", "the config: must be a mapping of keys to values, got list"),
         ("pipeline: [", "not valid YAML at line 2"),
     ],
 )

@@ -67,7 +67,10 @@ def test_receiver_gets_every_metric_with_the_values_prometheus_sees(tmp_path: Pa
     assert dict((tuple(sorted(a.items())), v) for a, v in got["pktagent.packets.processed"]) == {(("network.interface.name", iface),): 41}
     assert prom["pktagent_packets_processed_total"][frozenset({("interface", iface)})] == 41
     errors = {(a["pktagent.decode.layer"], a["error.type"]): v for a, v in got["pktagent.decode.errors"]}
-    assert errors == {("tcp", "truncated"): 1} == {(dict(k)["layer"], dict(k)["reason"]): v for k, v in prom["pktagent_decode_errors_total"].items()}
+    prom_errors = {(dict(k)["layer"], dict(k)["reason"]): v for k, v in prom["pktagent_decode_errors_total"].items()}
+    assert errors == prom_errors
+    assert {k: v for k, v in errors.items() if v} == {("tcp", "truncated"): 1}
+    assert len(errors) == 19  # every (layer, reason) has its series from the start
     traffic = {(a["network.type"], a["network.transport"], a["pktagent.traffic.direction"]): v for a, v in got["pktagent.traffic.io"]}
     prom_traffic = {(dict(k)["network"], dict(k)["transport"], dict(k)["direction"]): v for k, v in prom["pktagent_traffic_bytes_total"].items()}
     assert traffic == prom_traffic

@@ -8,6 +8,7 @@ an idle link never holds up shutdown.
 from __future__ import annotations
 
 import contextlib
+import os
 import select
 import time
 
@@ -20,8 +21,8 @@ from agent.capture import CaptureStats
 from agent.capture._pcapy import ACTIVATE_ERRORS, PERMISSION_CODES, PcapError, columns
 
 PERMISSION_HINT = (
-    "grant the capture capability with `sudo setcap cap_net_raw+ep $(readlink -f .venv/bin/python3)`, "
-    "run as root, or try `make demo`, which needs no privileges"
+    "capturing needs CAP_NET_RAW: run as root, give the service AmbientCapabilities=CAP_NET_RAW (the Ansible role does), "
+    "or `sudo setcap cap_net_raw+ep $(readlink -f .venv/bin/python3)`; `make demo` needs no privileges"
 )
 IDLE_WAIT = 0.2  # seconds a read waits on an idle link before handing back an empty batch
 
@@ -52,6 +53,8 @@ class LiveSource:
         self.name = interface
         self.index = index
         self.snaplen = snaplen
+        if interface != "any" and os.path.isdir("/sys/class/net") and not os.path.exists(f"/sys/class/net/{interface}"):
+            raise CaptureError(f"no such interface: {interface} (see `ip link` for the interfaces this host has)")
         try:
             handle = pcapy.create(interface)
             handle.set_snaplen(snaplen)

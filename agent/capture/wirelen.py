@@ -98,7 +98,7 @@ class WireLengths:
                 fields = view[rec].copy().view(self._dtype).astype(np.int64)  # sec, frac, incl_len, orig_len
                 if np.array_equal(fields[:, 2], caplen) and np.array_equal(fields[:, 0], ts // 1_000_000):
                     self._advance(int(rec[-1] + step[-1]))
-                    wire: I64 = np.maximum(fields[:, 3], caplen)
+                    wire: I64 = np.where(fields[:, 3] > 0, fields[:, 3], caplen)
                     return wire
         # A BPF filter skipped records, or libpcap shortened one: match records one by one.
         return self._walk_pcap(caplen, ts)
@@ -109,12 +109,12 @@ class WireLengths:
         unpack = struct.Struct(self._dtype.str[0] + "IIII").unpack_from
         pos, size, scale = self._pos, self._buf.size, self._frac_scale
         for i, (want, t) in enumerate(zip(caplen.tolist(), ts.tolist())):
-            sec, usec = divmod(t, 1_000_000)
             while pos + 16 <= size:
                 rsec, rfrac, incl, orig = unpack(self._mm, pos)
                 pos += self._rec + incl
-                if rsec == sec and rfrac // scale == usec and incl >= want:
-                    out[i] = max(orig, want)
+                # On total microseconds: a damaged record may carry a fraction of a second above 1e6.
+                if rsec * 1_000_000 + rfrac // scale == t and incl >= want:
+                    out[i] = orig or want
                     break
             else:
                 self._lost = True
@@ -137,7 +137,7 @@ class WireLengths:
         for i, (want, t) in enumerate(zip(caplen.tolist(), ts.tolist())):
             for got_cap, got_orig, got_ts in self._walk:
                 if got_cap >= want and (got_ts is None or got_ts == t or not self.filtered):
-                    out[i] = max(got_orig, want)
+                    out[i] = got_orig or want
                     break
             else:
                 self._lost = True

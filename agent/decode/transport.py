@@ -50,7 +50,8 @@ def decode(data: U8, l3: I64, c: Columns) -> None:
     udp_length = (h[:, 4].astype(np.int64) << 8) | h[:, 5]
     bad_tcp = is_tcp & ((h[:, 12] >> 4) < 5)
     # In a fragment the UDP length covers the whole datagram, not this packet.
-    bad_udp = is_udp & ((udp_length < 8) | ((udp_length > c.ip_limit - at) & ~c.fragment))
+    # A UDP length of 0 is a jumbogram's (RFC 2675) or a BIG TCP-style oversized packet's.
+    bad_udp = is_udp & (((udp_length < 8) & (udp_length != 0)) | ((udp_length > c.ip_limit - at) & ~c.fragment))
     bad = (bad_tcp | bad_udp) & ~truncated & ~nonfirst
     if (mine & (truncated | bad)).any():
         error = np.where(truncated, _TRUNC[lookup], np.where(bad_tcp, TCP_BAD_HEADER_LENGTH, UDP_BAD_LENGTH))

@@ -219,7 +219,7 @@ def test_condition_panels_show_their_conditions(live: Live) -> None:
     assert nonzero_by(panel(live, agent, "Flow endings by reason", instance="baseline"), "reason") >= {"fin", "rst", "idle"}
     assert nonzero_by(panel(live, agent, "Decode errors by layer", instance="conditions"), "layer") == {"ipv4", "tcp"}
     assert nonzero_by(panel(live, agent, "Decode errors by layer", instance="conditions"), "reason") == {"truncated", "bad_header_length"}
-    assert panel(live, agent, "Decode errors by layer", instance="baseline") == []
+    assert nonzero_by(panel(live, agent, "Decode errors by layer", instance="baseline"), "layer") == set()
     assert nonzero_by(panel(live, agent, "Sampled out", instance="conditions"), "interface") == {"conditions.pcap"}
     assert nonzero_by(panel(live, agent, "Duplicates", instance="conditions"), "interface") == {"conditions.pcap"}
     assert max(finite(panel(live, agent, "Flow table fill", instance="conditions"))) == 1.0  # 16 of 16
