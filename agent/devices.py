@@ -21,6 +21,7 @@ from agent.hashindex import HashIndex
 from agent.usage import UNNAMED, Interner
 
 _M = np.uint64(0x9E3779B97F4A7C15)
+_M2 = np.uint64(0xBF58476D1CE4E5B9)
 
 
 def address_int(text: str) -> int:
@@ -153,7 +154,10 @@ class NameLookup:
 
 def address_key(hi: U64, lo: U64) -> U64:
     """The cache key of 128-bit addresses (never 0 or 1)."""
-    key: U64 = ((hi * _M) ^ lo) | np.uint64(2)
+    # Mixed before bit 1 is forced on: two addresses differing only in that bit must not share a key.
+    h = (hi * _M) ^ lo
+    h = (h ^ (h >> np.uint64(31))) * _M2
+    key: U64 = (h ^ (h >> np.uint64(29))) | np.uint64(2)
     return key
 
 

@@ -48,13 +48,11 @@ class Pipeline:
         d = config.devices
         self.learner = Learner(d.learn_per_batch)
         self.registry = self._registry(known_devices)
-        self.domains = DomainMap(d.max_domain_addresses)
         ttl_us = int(d.series_ttl_seconds * 1e6)
         self.device_usage = TopN(d.series_budget, ttl_us, capacity=d.max_devices + 2, fixed=("other", "unnamed"))
         self.domain_usage = TopN(d.domain_series_budget, ttl_us, capacity=d.max_domain_addresses + 2, fixed=("other", "unknown"))
-        cache_ttl = int(d.cache_ttl_seconds * 1_000_000)
-        self.devices = NameLookup(self.registry, d.cache_size, cache_ttl, self.device_usage.names)
-        self.remote = NameLookup(self.domains, d.cache_size, cache_ttl, self.domain_usage.names)
+        self.devices = NameLookup(self.registry, d.cache_size, int(d.cache_ttl_seconds * 1_000_000), self.device_usage.names)
+        self.domains = DomainMap(d.max_domain_addresses, self.domain_usage.names)
         f = config.flows
         self.flows = FlowTable(
             f.max_flows,
@@ -99,10 +97,9 @@ class Pipeline:
         inbound = batch.dst_local & ~batch.src_local & batch.counted & batch.is_ip
         to_remote = np.flatnonzero(outbound)
         from_remote = np.flatnonzero(inbound)
-        domain = self.remote.lookup(
+        domain = self.domains.lookup(
             np.concatenate((batch.dst_hi[to_remote], batch.src_hi[from_remote])),
             np.concatenate((batch.dst_lo[to_remote], batch.src_lo[from_remote])),
-            now,
         )
         scale = self.sampler.scale
         size = batch.wirelen.astype(np.float64)
@@ -130,8 +127,15 @@ class Pipeline:
             return
         self.registry.learn(obs, now / 1e6, self.classifier.is_local_address)
         self.devices.forget(self.registry.take_changed_addresses())
-        remote = [(a, n) for a, n in obs.domains if not self.classifier.is_local_address(a)]
-        self.remote.forget(self.domains.learn(remote))
+        self.domains.learn([(a, n) for a, n in obs.domains if not self.classifier.is_local_address(a)])
+        # Names of devices or domains gone for good give their ids back before the interners fill.
+        if len(self.device_usage.names) > 0.9 * self.device_usage.names.capacity:
+            with self.lock:
+                self.device_usage.prune()
+                self.devices.cache.clear()
+        if len(self.domain_usage.names) > 0.9 * self.domain_usage.names.capacity:
+            with self.lock:
+                self.domain_usage.prune(self.domains.referenced())
 
     def tick(self, now_us: int) -> None:
         """Let flow timeouts fire while no packets arrive."""
@@ -165,10 +169,9 @@ class Pipeline:
             "max_batch_seconds": c.max_batch_seconds,
             "caches": (
                 cache("device", self.devices.cache),
-                cache("domain", self.remote.cache),
                 CacheStats("dedup", self.dedup.hits, self.dedup.misses, self.dedup.entries, self.dedup.max_entries, self.dedup.evictions),
                 CacheStats("device_registry", reg.found, reg.lookups - reg.found, len(reg), reg.max_devices, reg.evictions),
-                CacheStats("domain_map", dom.found, dom.lookups - dom.found, len(dom), dom.max_entries, dom.evictions),
+                CacheStats("domain_map", dom.hits, dom.misses, len(dom), dom.max_entries, dom.evictions),
             ),
             "flows_active": self.flows.active.copy(),
             "flows_capacity": self.flows.capacity,

@@ -16,8 +16,11 @@ a few ``bincount`` calls over integer columns.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 
+from agent._arrays import unique
 from agent.batch import I64
 
 OTHER, UNNAMED = 0, 1  # fixed ids: 'other' (over budget) and 'unnamed'/'unknown' (no name known)
@@ -75,15 +78,21 @@ class TopN:
         self.series_name: list[int | None] = [OTHER, UNNAMED] + [None] * budget
         self.dropped = 0
         self._next_rank: int | None = None
+        self._free_series = list(range(2, budget + 2))
 
     def add(self, name_ids: I64, measure_bytes: int, sizes: np.ndarray, scale: float) -> None:
         """Count packets (``sizes`` bytes each) of ``name_ids`` under measure TX_BYTES or RX_BYTES."""
         if name_ids.size == 0:
             return
-        n = self.recent.size
-        by_name = np.bincount(name_ids, weights=sizes, minlength=n)
-        self.recent += by_name
+        np.add.at(self.recent, name_ids, sizes)
         series = self.series_of[name_ids]
+        if self._free_series and not series.all():
+            # While the budget has room, a new name gets its series at once rather than at the next ranking.
+            for name in unique(name_ids[(series == OTHER) & (name_ids > UNNAMED)]).tolist():
+                if not self._free_series:
+                    break
+                self._give(self._free_series.pop(0), name)
+            series = self.series_of[name_ids]
         k = self.totals.shape[0]
         self.totals[:, measure_bytes] += np.bincount(series, weights=sizes, minlength=k) * scale
         self.totals[:, measure_bytes + 2] += np.bincount(series, minlength=k) * scale
@@ -102,6 +111,11 @@ class TopN:
         return self.rerank(now)
 
     def rerank(self, now: int) -> bool:
+        changed = self._rank(now)
+        self._free_series = [s for s in range(2, self.totals.shape[0]) if self.series_name[s] is None]
+        return changed
+
+    def _rank(self, now: int) -> bool:
         changed = False
         held = [s for s in range(2, self.totals.shape[0]) if self.series_name[s] is not None]
         for s in held:  # quiet past the TTL: the series goes
@@ -129,6 +143,14 @@ class TopN:
                 break
         self.recent *= 0.5  # recent traffic decays: a name must keep being busy to keep its place
         return changed
+
+    def prune(self, keep: Iterable[int] = ()) -> None:
+        """Release every name id that holds no series and is not in ``keep``: the interner never fills for good."""
+        held = {n for n in self.series_name if n is not None}
+        used = held | set(keep)
+        gone = [i for i, name in enumerate(self.names.names) if name is not None and i > UNNAMED and i not in used]
+        self.names.release(gone)
+        self.recent[gone] = 0.0
 
     def _give(self, slot: int, name: int) -> None:
         self.series_name[slot] = name

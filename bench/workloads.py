@@ -42,6 +42,8 @@ class Packets:
     frame_len: np.ndarray  # int64 bytes on the wire (without the pcap record header)
     ttl: np.ndarray  # uint8
     ident: np.ndarray  # uint16 IPv4 identification, also salts the transport checksum
+    payload: np.ndarray  # (n, P) uint8: transport payload written where has_payload (P may be 0)
+    has_payload: np.ndarray  # bool
 
 
 def _put(buf: np.ndarray, pos: np.ndarray, value: np.ndarray, width: int) -> None:
@@ -130,6 +132,10 @@ def write_pcap(path: Path, p: Packets) -> None:
     up = l4[u]
     _put(buf, up + 4, (flen - l2 - np.where(p.v6, 40, 20))[u], 2)
     _put(buf, up + 6, p.ident[u] ^ 0x4321, 2)
+    if p.has_payload.any():
+        rows = np.flatnonzero(p.has_payload)
+        at = l4[rows] + 8
+        buf[at[:, None] + np.arange(p.payload.shape[1])] = p.payload[rows]
     cp = l4[ic]
     buf[cp] = np.where(p.proto[ic] == ICMPV6, 128, 8)  # echo request
     _put(buf, cp + 2, p.ident[ic] ^ 0x7777, 2)
@@ -190,7 +196,7 @@ def home_mix(n_packets: int, seed: int = 1) -> tuple[Packets, dict[str, int]]:
     )
     s_hi = np.where(f_v6, np.where(f_internal, np.uint64(0xFD00000000000001), np.uint64(0x20010DB800000000)), np.uint64(0))
     c_port = rng.integers(32768, 61000, n_flows, dtype=np.uint64)
-    s_port = rng.choice(np.array([443, 80, 53, 123, 8080, 22, 993], np.uint64), n_flows)
+    s_port = rng.choice(np.array([443, 80, 123, 8080, 22, 993, 5223], np.uint64), n_flows)
     duration = 20_000_000
     start = rng.integers(0, duration, n_flows)
     span = np.minimum(duration - start, sizes * rng.integers(200, 5000, n_flows))
@@ -239,11 +245,61 @@ def home_mix(n_packets: int, seed: int = 1) -> tuple[Packets, dict[str, int]]:
         frame_len=flen.astype(np.int64),
         ttl=np.full(n, 64, np.uint8),
         ident=(np.arange(n) * 2654435761 % 65521).astype(np.uint16),
+        payload=np.zeros((n, DNS_SIZE), np.uint8),
+        has_payload=np.zeros(n, np.bool_),
     )
+    # A third of the IPv4 flows to the internet start with the DNS answer that named their server.
+    named = np.flatnonzero(~f_v6 & ~f_internal & (rng.random(n_flows) < 1 / 3))
+    dns = _dns_answers(rng, named, start[named] + 1_700_000_000_000_000 - 800, c_lo[named], s_lo[named])
+    p = _concat([p, dns])
     p = _take(p, np.argsort(p.ts_us, kind="stable"))
     p, dups = _with_duplicates(rng, p, dup_share)
-    truth = {"packets": int(p.ts_us.size), "duplicates": dups, "flows": n_flows}
+    truth = {"packets": int(p.ts_us.size), "duplicates": dups, "flows": n_flows + named.size, "dns_answers": int(named.size)}
     return p, truth
+
+
+DNS_SIZE = 51  # header 12, question 23 (a 17-character name), one A record 16
+
+
+def _dns_answers(rng: np.random.Generator, flow: np.ndarray, ts: np.ndarray, client: np.ndarray, server: np.ndarray) -> Packets:
+    """DNS responses from the home router (192.168.1.1:53) naming each server ``sNNNNN.cdnNNN.net``."""
+    m = flow.size
+    payload = np.zeros((m, DNS_SIZE), np.uint8)
+    payload[:, 0:2] = np.stack([(flow >> 8) & 0xFF, flow & 0xFF], 1)  # id
+    payload[:, 2:12] = np.frombuffer(bytes.fromhex("81800001000100000000"), np.uint8)
+    digits = np.frombuffer(b"0123456789", np.uint8)
+    name = np.zeros((m, 19), np.uint8)
+    name[:, 0], name[:, 1] = 6, ord("s")
+    for k in range(5):
+        name[:, 2 + k] = digits[(flow // 10 ** (4 - k)) % 10]
+    name[:, 7] = 6
+    name[:, 8:11] = np.frombuffer(b"cdn", np.uint8)
+    for k in range(3):
+        name[:, 11 + k] = digits[((flow % 997) // 10 ** (2 - k)) % 10]
+    name[:, 14] = 3
+    name[:, 15:18] = np.frombuffer(b"net", np.uint8)
+    payload[:, 12:31] = name
+    payload[:, 31:35] = np.frombuffer(bytes.fromhex("00010001"), np.uint8)  # type A, class IN
+    payload[:, 35:47] = np.frombuffer(bytes.fromhex("c00c00010001000000780004"), np.uint8)
+    payload[:, 47:51] = np.stack([(server >> np.uint64(s)) & np.uint64(0xFF) for s in (24, 16, 8, 0)], 1).astype(np.uint8)
+    return Packets(
+        ts_us=ts.astype(np.int64),
+        v6=np.zeros(m, bool),
+        vlan=np.zeros(m, bool),
+        proto=np.full(m, UDP, np.uint8),
+        src_hi=np.zeros(m, np.uint64),
+        src_lo=np.full(m, 0xC0A80101, np.uint64),
+        dst_hi=np.zeros(m, np.uint64),
+        dst_lo=client.astype(np.uint64),
+        sport=np.full(m, 53, np.uint16),
+        dport=rng.integers(49152, 65535, m).astype(np.uint16),
+        flags=np.zeros(m, np.uint8),
+        frame_len=np.full(m, 14 + 20 + 8 + DNS_SIZE, np.int64),
+        ttl=np.full(m, 64, np.uint8),
+        ident=rng.integers(0, 65535, m).astype(np.uint16),
+        payload=payload,
+        has_payload=np.ones(m, np.bool_),
+    )
 
 
 def flood(n_packets: int, seed: int = 2) -> tuple[Packets, dict[str, int]]:
@@ -265,6 +321,8 @@ def flood(n_packets: int, seed: int = 2) -> tuple[Packets, dict[str, int]]:
         frame_len=np.full(n, 60, np.int64),
         ttl=np.full(n, 64, np.uint8),
         ident=rng.integers(0, 65535, n).astype(np.uint16),
+        payload=np.zeros((n, 0), np.uint8),
+        has_payload=np.zeros(n, np.bool_),
     )
     return p, {"packets": n, "duplicates": 0}
 
@@ -293,6 +351,8 @@ def elephants(n_packets: int, seed: int = 3) -> tuple[Packets, dict[str, int]]:
         frame_len=np.full(n, 1514, np.int64),
         ttl=np.full(n, 64, np.uint8),
         ident=(np.arange(n) % 65536).astype(np.uint16),
+        payload=np.zeros((n, 0), np.uint8),
+        has_payload=np.zeros(n, np.bool_),
     )
     return p, {"packets": n, "duplicates": 0, "flows": n_flows}
 
