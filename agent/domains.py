@@ -8,7 +8,7 @@ all. It holds at most ``max_entries`` addresses; the oldest answers make room, a
 
 >>> from agent.usage import Interner
 >>> m = DomainMap(max_entries=16, names=Interner(64, ("other", "unknown")))
->>> m.learn([("93.184.216.34", "www.example.com")])
+>>> m.learn([(address_int("93.184.216.34"), "www.example.com")])
 >>> ids = m.lookup(np.array([0], np.uint64), np.array([0xFFFF_5DB8_D822], np.uint64))
 >>> m.names.names[int(ids[0])]
 'example.com'
@@ -19,26 +19,62 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import numpy as np
-from publicsuffixlist import PublicSuffixList
+from publicsuffixlist import PSLFILE
 
 from agent.batch import I64, U64
-from agent.devices import address_int, address_key
+from agent.devices import address_key
 from agent.hashindex import HashIndex
 from agent.usage import UNNAMED, Interner
 
-_PSL: PublicSuffixList | None = None
+
+class SuffixList:
+    """The Public Suffix List's rules (normal, ``*.`` wildcard, ``!`` exception), matched label by label.
+
+    Read from the list the ``publicsuffixlist`` package ships and keeps current; names are
+    matched as the ASCII the DNS carries, so no IDNA round trip costs anything per answer.
+    """
+
+    def __init__(self, path: str = PSLFILE) -> None:
+        self.rules: set[str] = set()
+        self.wildcards: set[str] = set()
+        self.exceptions: set[str] = set()
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                rule = line.strip()
+                if not rule or rule.startswith("//"):
+                    continue
+                rule = rule.split()[0].encode("idna").decode() if not rule.isascii() else rule.split()[0]
+                if rule.startswith("!"):
+                    self.exceptions.add(rule[1:])
+                elif rule.startswith("*."):
+                    self.wildcards.add(rule[2:])
+                else:
+                    self.rules.add(rule)
+
+    def registrable(self, name: str) -> str | None:
+        labels = name.split(".")
+        for i in range(len(labels)):
+            suffix = ".".join(labels[i:])
+            if suffix in self.exceptions:
+                return suffix  # an exception is itself registrable
+            parent = ".".join(labels[i + 1 :])
+            if suffix in self.rules or (parent and parent in self.wildcards):
+                return ".".join(labels[i - 1 :]) if i > 0 else None
+        return ".".join(labels[-2:]) if len(labels) >= 2 else None  # an unlisted TLD: the default rule "*"
+
+
+_PSL: SuffixList | None = None
 
 
 def registrable(name: str) -> str | None:
     """The registrable domain of a DNS name (eTLD+1), or None for names without one (``local``, bare hosts)."""
     global _PSL
     if _PSL is None:
-        _PSL = PublicSuffixList()
+        _PSL = SuffixList()
     name = name.strip(".").lower()
-    if not name or name.endswith((".local", ".arpa")):
+    if not name or name.endswith((".local", ".arpa")) or "." not in name:
         return None
-    found = _PSL.privatesuffix(name)
-    return str(found) if found else None
+    return _PSL.registrable(name)
 
 
 class DomainMap:
@@ -58,28 +94,42 @@ class DomainMap:
     def __len__(self) -> int:
         return self.max_entries - len(self._free)
 
-    def learn(self, answers: Iterable[tuple[str, str]]) -> None:
-        """Take (address, asked name) pairs from DNS answers."""
-        for addr, name in answers:
+    def learn(self, answers: Iterable[tuple[int, str]]) -> None:
+        """Take (address as a 128-bit integer, asked name) pairs from one batch's DNS answers."""
+        latest: dict[int, int] = {}
+        for address, name in answers:
             domain = registrable(name)
-            if domain is None:
-                continue
-            value = address_int(addr)
-            key = address_key(np.array([value >> 64], np.uint64), np.array([value & ((1 << 64) - 1)], np.uint64))
-            self._clock += 1
-            slot = int(self._index.lookup(key)[0])
-            if slot < 0:
-                if not self._free:
-                    oldest = int(np.argmin(np.where(self._used, self._order, np.iinfo(np.int64).max)))
-                    self._index.delete(self._key[oldest : oldest + 1])
-                    self._used[oldest] = False
-                    self._free.append(oldest)
-                    self.evictions += 1
-                slot = self._free.pop()
-                self._index.insert(key, np.array([slot]))
-                self._key[slot], self._used[slot] = key[0], True
-            self._name[slot] = self.names.intern(domain)
-            self._order[slot] = self._clock
+            if domain is not None:
+                latest[address] = self.names.intern(domain)
+        if not latest:
+            return
+        addrs = list(latest)
+        hi = np.array([a >> 64 for a in addrs], np.uint64)
+        lo = np.array([a & ((1 << 64) - 1) for a in addrs], np.uint64)
+        keys = address_key(hi, lo)
+        names = np.array(list(latest.values()), np.int64)
+        if keys.size > self.max_entries:  # more answers than the map holds: keep the newest
+            self.evictions += keys.size - self.max_entries
+            keys, names = keys[-self.max_entries :], names[-self.max_entries :]
+        slots = self._index.lookup(keys)
+        new = slots < 0
+        need = int(np.count_nonzero(new))
+        if need > len(self._free):
+            keep = self._used.copy()
+            keep[slots[~new]] = False  # an address answered again in this batch is not the one to evict
+            used = np.flatnonzero(keep)
+            count = need - len(self._free)
+            oldest = used[np.argpartition(self._order[used], count - 1)[:count]]
+            self._index.delete(self._key[oldest])
+            self._used[oldest] = False
+            self._free.extend(oldest.tolist())
+            self.evictions += count
+        fresh = np.array([self._free.pop() for _ in range(need)], np.int64)
+        self._index.insert(keys[new], fresh)
+        slots[new] = fresh
+        self._key[slots], self._used[slots], self._name[slots] = keys, True, names
+        self._order[slots] = self._clock + np.arange(slots.size)
+        self._clock += slots.size
 
     def referenced(self) -> set[int]:
         """Name ids some address still maps to."""

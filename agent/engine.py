@@ -61,10 +61,12 @@ class BatchQueue:
             self._cond.notify_all()
             return True
 
-    def get(self, timeout: float) -> object | None:
+    def get(self, timeout: float, until: Callable[[], bool] = lambda: False) -> object | None:
+        """The next item, waiting at most ``timeout``; returns None at once when ``until()`` holds and nothing is queued."""
         with self._cond:
             if not self._items:
-                self._cond.wait(timeout)
+                # The predicate is checked under the lock that wake() takes: no wake-up is lost.
+                self._cond.wait_for(lambda: bool(self._items) or until(), timeout)
             if not self._items:
                 return None
             item, size = self._items.popleft()
@@ -253,7 +255,7 @@ class Engine:
     def _process(self) -> None:
         try:
             while True:
-                item = self.queue.get(0.1)
+                item = self.queue.get(0.1, lambda: self.finished)
                 if item is None:
                     if self.finished or (self._stop.is_set() and not self._blocking):
                         if self.queue.packets == 0:

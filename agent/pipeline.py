@@ -27,7 +27,7 @@ from agent.config import Config
 from agent.counters import Counters
 from agent.decode import decode, supported
 from agent.dedup import Dedup
-from agent.devices import NameLookup, local_devices
+from agent.devices import NameLookup, address_int, local_devices
 from agent.domains import DomainMap
 from agent.flows import FlowTable
 from agent.learn import Learner
@@ -125,9 +125,10 @@ class Pipeline:
         obs = self.learner.observe(batch)
         if not obs:
             return
-        self.registry.learn(obs, now / 1e6, self.classifier.is_local_address)
+        local = self.classifier.locality({a for a, _, _ in obs.names} | {a for a, _ in obs.domains})  # one vectorised call
+        self.registry.learn(obs, now / 1e6, local.__getitem__)
         self.devices.forget(self.registry.take_changed_addresses())
-        self.domains.learn([(a, n) for a, n in obs.domains if not self.classifier.is_local_address(a)])
+        self.domains.learn([(address_int(a), n) for a, n in obs.domains if not local[a]])
         # Names of devices or domains gone for good give their ids back before the interners fill.
         if len(self.device_usage.names) > 0.9 * self.device_usage.names.capacity:
             with self.lock:

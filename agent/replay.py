@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from agent.capture import Source
+from agent.capture.forked import ForkedSource
 from agent.capture.offline import FileSource
 from agent.config import Config
 from agent.engine import Engine
@@ -37,9 +38,19 @@ def file_opener(config: Config, paths: Sequence[str | Path], *, pace: bool) -> t
     return names, open_file
 
 
-def replay_engine(config: Config, paths: Sequence[str | Path], known_devices: Sequence[Device] = ()) -> Engine:
-    """An engine that reads ``paths`` in turn at full speed; every file is opened (and checked) now."""
-    names, opener = file_opener(config, paths, pace=False)
+def replay_engine(config: Config, paths: Sequence[str | Path], known_devices: Sequence[Device] = (), *, fork: bool = True) -> Engine:
+    """An engine that reads ``paths`` in turn at full speed; every file is opened (and checked) now.
+
+    With ``fork`` each file is read in a child process (``ForkedSource``), so libpcap's reading
+    runs beside the pipeline instead of competing with it for the GIL.
+    """
+    names, open_file = file_opener(config, paths, pace=False)
+    batch_size = config.pipeline.batch_size
+
+    def opener(i: int) -> Source:
+        source = open_file(i)  # opened here, so a bad file is an error before anything starts
+        return ForkedSource(source, batch_size=batch_size) if fork else source
+
     engine = Engine(
         Pipeline(config, names, known_devices),
         opener,

@@ -23,24 +23,45 @@ from agent.decode import ip, transport
 from agent.decode._bytes import rows
 from agent.decode._columns import Columns, select
 from agent.decode.arp import arp
-from agent.decode.link import ETH_ARP, ETH_IPV4, ETH_IPV6, LINK_DECODERS, LINK_NAMES, supported
+from agent.decode.link import ETH_ARP, ETH_IPV4, ETH_IPV6, HEAD, LINK_DECODERS, LINK_NAMES, supported
 
 __all__ = ["LINK_NAMES", "decode", "supported"]
 
 _NO_WIRE_END = np.iinfo(np.int64).max // 2
 
 
+def _window(raw: RawBatch, head: np.ndarray, l3: np.ndarray) -> np.ndarray:
+    """Each frame's first ``WINDOW`` bytes from its network header on: a view of ``head`` when every
+    network header starts at the same offset (the usual case), else rows shifted group by group."""
+    width = ip.WINDOW
+    counts = np.bincount(np.clip(l3, 0, HEAD))
+    usual = int(np.argmax(counts))  # the offset most frames share (14 on Ethernet without tags)
+    if counts[usual] == l3.size and usual + width <= HEAD:
+        return head[:, usual : usual + width]
+    window = np.ascontiguousarray(head[:, usual : usual + width]) if usual + width <= HEAD else np.empty((l3.size, width), np.uint8)
+    other = np.flatnonzero(l3 != usual) if usual + width <= HEAD else np.arange(l3.size)
+    inside = l3[other] + width <= HEAD
+    if inside.any():
+        i = other[inside]
+        window[i] = np.take_along_axis(head[i], l3[i, None] + np.arange(width), axis=1)
+    if not inside.all():
+        i = other[~inside]
+        window[i] = rows(raw.data, raw.offset[i] + l3[i], width)
+    return window
+
+
 def decode(raw: RawBatch) -> Batch:
     """Decode every packet of ``raw`` (whose link type must be ``supported``)."""
     n = len(raw)
-    link = LINK_DECODERS[raw.linktype](raw)
+    head = rows(raw.data, raw.offset, HEAD)  # the one gather from the packet buffer: every header comes from here
+    link = LINK_DECODERS[raw.linktype](raw, head)
     c = Columns.empty(n)
     c.error[:] = link.error
-    l3 = link.l3
-    avail = raw.offset + raw.caplen - l3  # captured bytes from the network header on
+    window = _window(raw, head, link.l3)
+    l3 = raw.offset + link.l3
+    avail = raw.caplen - link.l3  # captured bytes from the network header on
     wire_known = raw.wirelen > 0
-    wire_avail = np.where(wire_known, raw.offset + raw.wirelen - l3, _NO_WIRE_END)
-    window = rows(raw.data, l3, ip.WINDOW)  # every field below is a column of this
+    wire_avail = np.where(wire_known, raw.wirelen - link.l3, _NO_WIRE_END)
     et = link.ethertype
     v4, v6, is_arp = et == ETH_IPV4, et == ETH_IPV6, et == ETH_ARP
     if v4.any():
@@ -49,7 +70,7 @@ def decode(raw: RawBatch) -> Batch:
         ip.ipv6(raw.data, l3, window, avail, wire_avail, c, select(v6))
     if is_arp.any():
         arp(window, avail, c, is_arp)
-    transport.decode(raw.data, l3, c)
+    transport.decode(raw.data, l3, window, c)
     transport.mark_other(c)
     # A live capture cut by the snaplen does not know the wire length: the IP header tells it.
     derived = np.where(c.is_ip, l3 - raw.offset + c.ip_limit, raw.caplen)

@@ -35,7 +35,20 @@ for _proto, (_kind, _need, _err, _family) in PROTOCOLS.items():
             _KIND[_net * 256 + _proto], _NEED[_net * 256 + _proto], _TRUNC[_net * 256 + _proto] = _kind, _need, _err
 
 
-def decode(data: U8, l3: I64, c: Columns) -> None:
+def _headers(data: U8, l3: I64, window: U8, at: I64) -> U8:
+    """The first 14 bytes of every transport header: from the window for the two usual places
+    (after a plain IPv4 or IPv6 header), from the buffer for the rest."""
+    h = np.ascontiguousarray(window[:, 20:34])
+    v6 = np.flatnonzero(at == 40)
+    if v6.size:
+        h[v6] = window[v6, 40:54]
+    other = np.flatnonzero((at != 20) & (at != 40))
+    if other.size:
+        h[other] = rows(data, l3[other] + at[other], 14)
+    return h
+
+
+def decode(data: U8, l3: I64, window: U8, c: Columns) -> None:
     """Decode the transport header of every IP packet whose network header decoded cleanly."""
     mine = c.is_ip & (c.error == 0)
     if not mine.any():
@@ -44,7 +57,7 @@ def decode(data: U8, l3: I64, c: Columns) -> None:
     kind = _KIND[lookup]
     nonfirst = c.nonfirst
     at = c.l4
-    h = rows(data, l3 + at, 14)
+    h = _headers(data, l3, window, at)
     truncated = (at + _NEED[lookup] > c.ip_end) & ~nonfirst
     is_tcp, is_udp = kind == labels.TCP, kind == labels.UDP
     udp_length = (h[:, 4].astype(np.int64) << 8) | h[:, 5]
