@@ -20,6 +20,8 @@ from agent.pipeline import Pipeline
 from agent.registry import Device
 from agent.snapshot import Snapshot
 
+FORK_ABOVE = 16 << 20  # bytes: files larger than this are read in a child process
+
 
 def interface_names(paths: Sequence[str | Path]) -> list[str]:
     """Label values for capture files: the file name, or the path where two files share a name."""
@@ -49,7 +51,9 @@ def replay_engine(config: Config, paths: Sequence[str | Path], known_devices: Se
 
     def opener(i: int) -> Source:
         source = open_file(i)  # opened here, so a bad file is an error before anything starts
-        return ForkedSource(source, batch_size=batch_size) if fork else source
+        if fork and Path(paths[i]).stat().st_size > FORK_ABOVE:
+            return ForkedSource(source, batch_size=batch_size)
+        return source  # a small file is read before a child would have started
 
     engine = Engine(
         Pipeline(config, names, known_devices),

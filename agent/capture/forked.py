@@ -11,9 +11,8 @@ the last array viewing it is gone, so at most ``slots`` batches are ever in flig
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
-import os
-import signal
 import weakref
 from multiprocessing import shared_memory
 from typing import Any
@@ -37,6 +36,7 @@ class ForkedSource:
         if self._data_bytes < 1 << 20:
             raise ValueError("slot too small for the batch size")
         self._shm = shared_memory.SharedMemory(create=True, size=slots * slot_bytes)
+        self._buf: memoryview = self._shm.buf  # type: ignore[assignment]
         ctx = multiprocessing.get_context("fork")
         self._conn, child_conn = ctx.Pipe()
         self._proc = ctx.Process(target=self._child, args=(source, child_conn, slots), daemon=True, name=f"reader-{self.name}")
@@ -64,7 +64,7 @@ class ForkedSource:
             raise CaptureError(message[1])
         _, slot, n, nbytes = message
         base = slot * self._slot_bytes
-        buf = self._shm.buf
+        buf = self._buf
         data = np.frombuffer(buf, np.uint8, count=nbytes, offset=base)
         cols = np.frombuffer(buf, np.int64, count=COLUMNS * self._batch_size, offset=base + self._data_bytes).reshape(COLUMNS, -1)[:, :n].copy()
         weakref.finalize(data, self._release, slot)
@@ -73,31 +73,26 @@ class ForkedSource:
 
     def _release(self, slot: int) -> None:
         if not self._closed:
-            try:
+            with contextlib.suppress(OSError):
                 self._conn.send(slot)
-            except (BrokenPipeError, OSError):
-                pass
 
     def stats(self) -> CaptureStats:
         return CaptureStats(self._received, 0, 0)
 
     def close(self) -> None:
         self._closed = True
-        if self._proc.is_alive():
-            os.kill(self._proc.pid, signal.SIGTERM)
+        self._proc.terminate()
         self._proc.join(2.0)
         self._conn.close()
-        try:
+        with contextlib.suppress(BufferError):  # a batch still views it: the memory goes when that does
             self._shm.close()
-        except BufferError:
-            pass  # a batch still views it: the memory goes when that does
         self._shm.unlink()
 
     # -- child ----------------------------------------------------------------------------
 
     def _child(self, source: Source, conn: Any, slots: int) -> None:
         free = list(range(slots))
-        buf = self._shm.buf
+        buf = self._buf
         pending: RawBatch | None = None
         try:
             while True:
@@ -119,7 +114,7 @@ class ForkedSource:
                     batch = _slice(batch, 0, fit)
                 start, stop = int(batch.offset[0]), int(batch.offset[-1] + batch.caplen[-1])
                 base = slot * self._slot_bytes
-                buf[base : base + stop - start] = batch.data[start:stop]
+                buf[base : base + stop - start] = batch.data[start:stop]  # type: ignore[call-overload]
                 cols = np.frombuffer(buf, np.int64, count=COLUMNS * self._batch_size, offset=base + self._data_bytes).reshape(COLUMNS, -1)
                 n = len(batch)
                 cols[0, :n] = batch.offset - start

@@ -43,7 +43,8 @@ def _be16(head: U8, at: int) -> I64:
 
 
 def _be16_at(head: U8, rows: np.ndarray, at: I64) -> I64:
-    return (head[rows, at].astype(np.int64) << 8) | head[rows, at + 1]
+    value: I64 = (head[rows, at].astype(np.int64) << 8) | head[rows, at + 1]
+    return value
 
 
 def _is_tag(ethertype: I64) -> np.ndarray:
