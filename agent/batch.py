@@ -75,6 +75,7 @@ class Batch:
     is_ip: Mask  # addresses were read
     window: U8  # (n, WINDOW): each packet's first bytes from its network header on (dedup hashes them)
     # Set by later stages:
+    frame_hash: U64 = field(default_factory=lambda: np.zeros(0, np.uint64))  # the dedup key, when computed early
     duplicate: Mask = field(default_factory=lambda: np.zeros(0, np.bool_))
     sampled_out: Mask = field(default_factory=lambda: np.zeros(0, np.bool_))
     direction: U8 = field(default_factory=lambda: np.zeros(0, np.uint8))

@@ -310,6 +310,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from agent.capture._pcapy import tune_allocator
+
+    tune_allocator()
     logging.basicConfig(level=getattr(logging, args.log_level.upper()), format="pktagent: %(levelname)s: %(message)s", stream=sys.stderr)
     try:
         result: int = args.func(args)

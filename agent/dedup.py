@@ -141,5 +141,5 @@ class Dedup:
 
     def apply(self, batch: Batch) -> tuple[Batch, U64]:
         """The batch with its ``duplicate`` mask set, and the frame hashes (which sampling reuses)."""
-        keys = frame_hash(batch)
+        keys = batch.frame_hash if batch.frame_hash.size == len(batch) else frame_hash(batch)
         return batch.replace(duplicate=self.duplicates(keys, batch.ts)), keys

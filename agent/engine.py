@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from agent._exceptions import CaptureError
-from agent.batch import RawBatch
+from agent.batch import Batch, RawBatch
 from agent.capture import CaptureStats, Source
 from agent.pipeline import Pipeline
 from agent.snapshot import Snapshot
@@ -215,7 +215,7 @@ class Engine:
             state.finished = True
             self.queue.wake()
 
-    def _account(self, i: int, src: Source, batch: RawBatch) -> None:
+    def _account(self, i: int, src: Source, batch: RawBatch | Batch) -> None:
         state = self.states[i]
         n = len(batch)
         pcap = src.stats()
@@ -264,7 +264,7 @@ class Engine:
                     if not self._blocking:
                         self.pipeline.tick(int(self._clock() * 1_000_000))
                     continue
-                assert isinstance(item, RawBatch)
+                assert isinstance(item, (RawBatch, Batch))
                 self.pipeline.process(item)
         except BaseException as e:  # pragma: no cover - a bug: stop everything, report it
             self.failure = e

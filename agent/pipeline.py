@@ -21,12 +21,12 @@ from typing import Any
 
 import numpy as np
 
-from agent.batch import RawBatch
+from agent.batch import Batch, RawBatch
 from agent.classify import Classifier
 from agent.config import Config
 from agent.counters import Counters
 from agent.decode import decode, supported
-from agent.dedup import Dedup
+from agent.dedup import Dedup, frame_hash
 from agent.devices import NameLookup, address_int, local_devices
 from agent.domains import DomainMap
 from agent.flows import FlowTable
@@ -35,6 +35,18 @@ from agent.registry import Device, Registry
 from agent.sample import Sampler
 from agent.snapshot import CacheStats, UsageSeries
 from agent.usage import RX_BYTES, TX_BYTES, TopN
+
+
+def prepare(raw: RawBatch) -> RawBatch | Batch:
+    """The stages that need nothing but the batch itself: decode, and the dedup key.
+
+    They can run anywhere — a reader process prepares batches beside the pipeline. A link
+    type pktagent does not decode comes back as it went in, to be counted as unsupported.
+    """
+    if not supported(raw.linktype):
+        return raw
+    batch = decode(raw)
+    return batch.replace(frame_hash=frame_hash(batch))
 
 
 class Pipeline:
@@ -75,18 +87,18 @@ class Pipeline:
             self.devices.store = self.registry
             self.devices.cache.clear()
 
-    def process(self, raw: RawBatch) -> None:
-        """Run one batch through every stage and count it."""
+    def process(self, item: RawBatch | Batch) -> None:
+        """Run one batch through every stage and count it (a ``Batch`` has been prepared already)."""
         started = time.perf_counter()
-        n = len(raw)
+        n = len(item)
         if n == 0:
             return
-        if not supported(raw.linktype):
+        batch = prepare(item) if isinstance(item, RawBatch) else item
+        if isinstance(batch, RawBatch):
             with self.lock:
-                self.counters.add_unsupported(raw.iface, n)
+                self.counters.add_unsupported(batch.iface, n)
                 self.counters.observe_batch(time.perf_counter() - started, n)
             return
-        batch = decode(raw)
         batch, frame_hashes = self.dedup.apply(batch)
         batch = self.sampler.apply(batch, frame_hashes)
         batch = self.classifier.apply(batch)

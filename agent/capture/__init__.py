@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import NamedTuple, Protocol
 
-from agent.batch import RawBatch
+from agent.batch import Batch, RawBatch
 
 
 class CaptureStats(NamedTuple):
@@ -26,11 +26,12 @@ class Source(Protocol):
     name: str
     linktype: int
 
-    def read(self, max_packets: int, window: float) -> RawBatch | None:
+    def read(self, max_packets: int, window: float) -> RawBatch | Batch | None:
         """Up to ``max_packets`` packets, waiting at most ``window`` seconds once the first has come.
 
         Returns an empty batch when nothing came within the source's idle wait, and None
-        when the input has ended (a file read to its end).
+        when the input has ended (a file read to its end). A source that decodes its
+        batches itself (a reader process) returns them as ``Batch``.
         """
         ...
 

@@ -1,12 +1,15 @@
 """A capture source read in a child process, its batches handed over through shared memory.
 
 libpcap's reading and the copies pcapy-ng makes hold the GIL; in one process they stall the
-pipeline's thread (by ~40% on a full-speed replay). ``ForkedSource`` forks after the source is
-open, the child reads batches into a ring of shared-memory slots, and the parent builds each
-``RawBatch`` as a view of its slot — no copy, no pickling. A slot goes back to the child when
-the last array viewing it is gone, so at most ``slots`` batches are ever in flight.
+pipeline's thread (by ~40% on a full-speed replay). ``ForkedSource`` forks once the source is
+open: the child reads batches and ``prepare``s them (decode and the dedup key, which need
+nothing but the batch), writing the packet bytes and the decoded columns into a ring of
+shared-memory slots; the parent picks each batch up from its slot. The two cores split the
+work: reading and decoding in the child, everything stateful in the parent. A slot goes back
+to the child when the last array viewing its packet bytes is gone, so at most ``slots``
+batches are ever in flight.
 
->>> # src = ForkedSource(FileSource(path), batch_size=8192)   # then src.read(...) as usual
+>>> # src = ForkedSource(FileSource(path), batch_size=8192, prepare=prepare)
 """
 
 from __future__ import annotations
@@ -14,25 +17,56 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import weakref
+from collections.abc import Callable
 from multiprocessing import shared_memory
 from typing import Any
 
 import numpy as np
 
 from agent._exceptions import CaptureError
-from agent.batch import RawBatch
+from agent.batch import Batch, RawBatch
 from agent.capture import CaptureStats, Source
 
-COLUMNS = 4  # offset, caplen, wirelen, ts: int64 each
+RAW = (("offset", np.int64), ("caplen", np.int64), ("wirelen", np.int64), ("ts", np.int64))
+DECODED = (
+    ("network", np.uint8),
+    ("transport", np.uint8),
+    ("error", np.uint8),
+    ("wirelen", np.int64),
+    ("l3", np.int64),
+    ("l3len", np.int64),
+    ("l4", np.int64),
+    ("proto", np.uint8),
+    ("src_hi", np.uint64),
+    ("src_lo", np.uint64),
+    ("dst_hi", np.uint64),
+    ("dst_lo", np.uint64),
+    ("sport", np.int64),
+    ("dport", np.int64),
+    ("tcp_flags", np.uint8),
+    ("has_ports", np.bool_),
+    ("is_ip", np.bool_),
+    ("frame_hash", np.uint64),
+)
+COLUMN_BYTES = 8 * (len(RAW) + len(DECODED))  # per packet, each column padded to 8 bytes
 
 
 class ForkedSource:
-    def __init__(self, source: Source, *, batch_size: int, slots: int = 4, slot_bytes: int = 32 << 20) -> None:
+    def __init__(
+        self,
+        source: Source,
+        *,
+        batch_size: int,
+        prepare: Callable[[RawBatch], RawBatch | Batch] | None = None,
+        slots: int = 6,
+        slot_bytes: int = 24 << 20,
+    ) -> None:
         self.name, self.linktype = source.name, source.linktype
         self.index = getattr(source, "index", 0)
         self._batch_size = batch_size
+        self._prepare = prepare
         self._slot_bytes = slot_bytes
-        self._data_bytes = slot_bytes - COLUMNS * 8 * batch_size
+        self._data_bytes = slot_bytes - COLUMN_BYTES * batch_size
         if self._data_bytes < 1 << 20:
             raise ValueError("slot too small for the batch size")
         self._shm = shared_memory.SharedMemory(create=True, size=slots * slot_bytes)
@@ -47,9 +81,18 @@ class ForkedSource:
         self._ended = False
         self._closed = False
 
+    def _columns(self, slot: int, table: tuple[tuple[str, Any], ...], first: int) -> dict[str, np.ndarray]:
+        """Views of one slot's column area: ``table``'s columns, starting at column number ``first``."""
+        base = slot * self._slot_bytes + self._data_bytes
+        out = {}
+        for k, (name, dtype) in enumerate(table):
+            at = base + (first + k) * 8 * self._batch_size
+            out[name] = np.frombuffer(self._buf, dtype, count=self._batch_size, offset=at)
+        return out
+
     # -- parent ---------------------------------------------------------------------------
 
-    def read(self, max_packets: int, window: float) -> RawBatch | None:
+    def read(self, max_packets: int, window: float) -> RawBatch | Batch | None:
         if self._ended:
             return None
         try:
@@ -62,14 +105,16 @@ class ForkedSource:
         if message[0] == "error":
             self._ended = True
             raise CaptureError(message[1])
-        _, slot, n, nbytes = message
-        base = slot * self._slot_bytes
-        buf = self._buf
-        data = np.frombuffer(buf, np.uint8, count=nbytes, offset=base)
-        cols = np.frombuffer(buf, np.int64, count=COLUMNS * self._batch_size, offset=base + self._data_bytes).reshape(COLUMNS, -1)[:, :n].copy()
+        kind, slot, n, nbytes = message
+        data = np.frombuffer(self._buf, np.uint8, count=nbytes, offset=slot * self._slot_bytes)
         weakref.finalize(data, self._release, slot)
         self._received += n
-        return RawBatch(self.index, self.linktype, data, cols[0], cols[1], cols[2], cols[3])
+        raw_cols = {k: v[:n].copy() for k, v in self._columns(slot, RAW, 0).items()}
+        raw = RawBatch(self.index, self.linktype, data, raw_cols["offset"], raw_cols["caplen"], raw_cols["wirelen"], raw_cols["ts"])
+        if kind == "raw":
+            return raw
+        cols = {k: v[:n].copy() for k, v in self._columns(slot, DECODED, len(RAW)).items()}
+        return Batch(raw=raw, window=np.zeros((n, 0), np.uint8), **cols)
 
     def _release(self, slot: int) -> None:
         if not self._closed:
@@ -92,7 +137,6 @@ class ForkedSource:
 
     def _child(self, source: Source, conn: Any, slots: int) -> None:
         free = list(range(slots))
-        buf = self._buf
         pending: RawBatch | None = None
         try:
             while True:
@@ -103,30 +147,43 @@ class ForkedSource:
                     return
                 if len(batch) == 0:
                     continue
-                while not free:
-                    free.append(conn.recv())
-                slot = free.pop()
-                # Copy the packets that fit; the rest wait for the next slot.
+                assert isinstance(batch, RawBatch)  # the wrapped source reads, it does not decode
+                # The packets that fit in a slot go now; the rest wait for the next one.
                 end = batch.offset + batch.caplen - int(batch.offset[0])
                 fit = int(np.searchsorted(end, self._data_bytes, side="right")) or 1
                 if fit < len(batch):
                     pending = _slice(batch, fit)
                     batch = _slice(batch, 0, fit)
-                start, stop = int(batch.offset[0]), int(batch.offset[-1] + batch.caplen[-1])
-                base = slot * self._slot_bytes
-                buf[base : base + stop - start] = batch.data[start:stop]  # type: ignore[call-overload]
-                cols = np.frombuffer(buf, np.int64, count=COLUMNS * self._batch_size, offset=base + self._data_bytes).reshape(COLUMNS, -1)
-                n = len(batch)
-                cols[0, :n] = batch.offset - start
-                cols[1, :n], cols[2, :n], cols[3, :n] = batch.caplen, batch.wirelen, batch.ts
-                del cols
-                conn.send(("batch", slot, n, stop - start))
+                while not free:
+                    free.append(conn.recv())
+                while conn.poll():
+                    free.append(conn.recv())
+                # Share the work: when batches pile up on the parent's side, decode them here too;
+                # when the parent waits for batches, hand them over raw and read on.
+                busy_parent = len(free) <= slots // 2
+                slot = free.pop()
+                conn.send(self._fill(slot, batch, prepare=busy_parent))
         except CaptureError as e:
             conn.send(("error", str(e)))
         except (BrokenPipeError, EOFError, KeyboardInterrupt):
             pass
-        finally:
-            del buf
+
+    def _fill(self, slot: int, raw: RawBatch, *, prepare: bool) -> tuple[str, int, int, int]:
+        start, stop = int(raw.offset[0]), int(raw.offset[-1] + raw.caplen[-1])
+        base = slot * self._slot_bytes
+        self._buf[base : base + stop - start] = raw.data[start:stop]  # type: ignore[call-overload]
+        n = len(raw)
+        cols = self._columns(slot, RAW, 0)
+        cols["offset"][:n] = raw.offset - start
+        cols["caplen"][:n], cols["wirelen"][:n], cols["ts"][:n] = raw.caplen, raw.wirelen, raw.ts
+        prepared = self._prepare(raw) if self._prepare is not None and prepare else raw
+        if isinstance(prepared, RawBatch):
+            return ("raw", slot, n, stop - start)
+        for name, column in self._columns(slot, DECODED, len(RAW)).items():
+            column[:n] = getattr(prepared, name)
+        cols = self._columns(slot, DECODED, len(RAW))
+        cols["l3"][:n] = np.where(prepared.l3 >= 0, prepared.l3 - start, -1)  # offsets into the slot's bytes
+        return ("batch", slot, n, stop - start)
 
 
 def _slice(batch: RawBatch, start: int, stop: int | None = None) -> RawBatch:
