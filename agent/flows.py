@@ -64,6 +64,7 @@ class FlowTable:
         self._free = np.arange(n - 1, -1, -1, dtype=np.int64)  # a stack: the top is at the end
         self._n_free = n
         self._closing: I64 = np.zeros(0, np.int64)
+        self._linger_due = 0  # when the first of them lingers out
         self._next_sweep: int | None = None
         self._first_packet = np.zeros(n, np.intp)  # scratch: a chunk's first packet of each slot
         # Timeouts are decided to within this much packet time.
@@ -144,7 +145,10 @@ class FlowTable:
             if closed.any():
                 # It closed with the last FIN or RST it carried here.
                 np.maximum.at(self.close_ts, es[closed], ts[ending][closed])
-                self._closing = np.concatenate((self._closing, unique(es[closed])))
+                newly = unique(es[closed])
+                self._closing = np.concatenate((self._closing, newly))
+                due = int(self.close_ts[newly].min()) + self.linger_us
+                self._linger_due = min(self._linger_due, due) if self._closing.size > newly.size else due
 
     def tick(self, now_us: int) -> None:
         """Let time pass without packets (a live capture on an idle link): timeouts still fire."""
@@ -216,8 +220,8 @@ class FlowTable:
         ).astype(np.intp)
 
     def _end_lingered(self, now: int) -> None:
-        if self._closing.size == 0:
-            return
+        if self._closing.size == 0 or now <= self._linger_due:
+            return  # nothing closing has lingered out yet: skip the scan
         s = self._closing
         live = self.used[s] & (self.close_ts[s] >= 0)
         s = s[live]
@@ -227,6 +231,7 @@ class FlowTable:
             over = unique(s[done])
             self._end(over, self._reason_now(over, np.full(over.size, now)))
         self._closing = s[~done]
+        self._linger_due = int(self.close_ts[self._closing].min()) + self.linger_us if self._closing.size else 0
 
     def _maybe_sweep(self, now: int) -> None:
         """Idle and active timeouts, checked over all flows once per ``sweep_us`` of packet time."""

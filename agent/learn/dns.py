@@ -13,6 +13,7 @@ pointers (with a bound, so a pointer loop cannot hang it). Anything malformed ra
 from __future__ import annotations
 
 import ipaddress
+import socket
 import struct
 
 TYPES = {1: "A", 28: "AAAA", 5: "CNAME", 12: "PTR", 33: "SRV"}
@@ -22,18 +23,19 @@ MAX_RECORDS = 64
 
 def read_name(msg: bytes, at: int) -> tuple[str, int]:
     """The name at ``at`` and the offset just after it (in the record, not where a pointer led)."""
-    labels: list[str] = []
+    parts: list[bytes] = []
     end = -1
     jumps = 0
+    size = len(msg)
     while True:
-        if at >= len(msg):
+        if at >= size:
             raise ValueError("name runs past the message")
         length = msg[at]
         if length == 0:
             at += 1
             break
-        if length & 0xC0 == 0xC0:
-            if at + 1 >= len(msg):
+        if length >= 0xC0:
+            if at + 1 >= size:
                 raise ValueError("cut pointer")
             if end < 0:
                 end = at + 2
@@ -42,14 +44,13 @@ def read_name(msg: bytes, at: int) -> tuple[str, int]:
                 raise ValueError("pointer loop")
             at = ((length & 0x3F) << 8) | msg[at + 1]
             continue
-        if length & 0xC0:
+        if length > 63:
             raise ValueError("bad label type")
-        label = msg[at + 1 : at + 1 + length]
-        if len(label) != length:
-            raise ValueError("label runs past the message")
-        labels.append(label.decode("ascii", "replace").lower())
         at += 1 + length
-    return ".".join(labels), (end if end >= 0 else at)
+        if at > size:
+            raise ValueError("label runs past the message")
+        parts.append(msg[at - length : at])
+    return b".".join(parts).decode("ascii", "replace").lower(), (end if end >= 0 else at)
 
 
 def answers(msg: bytes) -> list[tuple[str, str, str]]:
@@ -75,9 +76,9 @@ def answers(msg: bytes) -> list[tuple[str, str, str]]:
             raise ValueError("record data runs past the message")
         kind = TYPES.get(rtype)
         if kind == "A" and rdlen == 4:
-            out.append((name, kind, str(ipaddress.IPv4Address(rdata))))
+            out.append((name, kind, socket.inet_ntop(socket.AF_INET, rdata)))
         elif kind == "AAAA" and rdlen == 16:
-            out.append((name, kind, str(ipaddress.IPv6Address(rdata))))
+            out.append((name, kind, socket.inet_ntop(socket.AF_INET6, rdata)))
         elif kind in ("CNAME", "PTR"):
             out.append((name, kind, read_name(msg, at)[0]))
         elif kind == "SRV" and rdlen >= 7:
