@@ -89,7 +89,7 @@ class DevicesConfig:
     series_budget: int = field(default=50, metadata=_check(1, 10000))  # device label values with their own series
     domain_series_budget: int = field(default=50, metadata=_check(1, 10000))  # domain label values with their own series
     series_ttl_seconds: float = field(default=900.0, metadata=_check(1.0, 86400 * 30))  # a quiet series is dropped after this
-    max_domain_addresses: int = field(default=65536, metadata=_check(16, 1 << 24))  # remote addresses with a known domain
+    max_domain_addresses: int = field(default=16384, metadata=_check(16, 1 << 24))  # remote addresses with a known domain
     learn_per_batch: int = field(default=256, metadata=_check(0, 1 << 20))  # ARP/DHCP/DNS packets decoded per batch at most
     store_interval_seconds: float = field(default=5.0, metadata=_check(0.1, 3600))  # how often learned devices are written
 

@@ -58,7 +58,7 @@ class ForkedSource:
         *,
         batch_size: int,
         prepare: Callable[[RawBatch], RawBatch | Batch] | None = None,
-        slots: int = 6,
+        slots: int = 3,
         slot_bytes: int = 24 << 20,
     ) -> None:
         self.name, self.linktype = source.name, source.linktype
