@@ -133,7 +133,10 @@ def _cpu_model() -> str:
 
 
 def print_table(rows: list[dict[str, object]]) -> None:
-    head = f"{'workload':8} {'packets':>9} {'tcpdump pkt/s':>14} {'softflowd pkt/s':>16} {'pktagent pkt/s':>15} {'vs softflowd':>12} {'vs ceiling':>10} {'RSS MiB':>8} {'exact':>5}"
+    head = (
+        f"{'workload':8} {'packets':>9} {'tcpdump pkt/s':>14} {'softflowd pkt/s':>16} {'pktagent pkt/s':>15} "
+        f"{'vs softflowd':>12} {'vs ceiling':>10} {'RSS MiB':>8} {'exact':>5}"
+    )
     print(head)
     print("-" * len(head))
     for r in rows:
