@@ -122,11 +122,23 @@ class Agent:
             blocking=False,
         )
         security = web.load(config.web.config_file) if config.web.config_file else None
-        self.engine.open_all()
+        self.pool: Any = None
+        if config.capture.workers > 1 and not config.capture.pcap:
+            from agent.workers import WorkerPool
+
+            # The workers capture and count; this process's pipeline only keeps the registry they feed.
+            self.pool = WorkerPool(config, names, config.capture.workers)
+        else:
+            self.engine.open_all()
         self.store_writer = open_store(config)
         if self.store_writer is not None:
-            self.pipeline.adopt_devices(self.store_writer.store.load())
+            known = self.store_writer.store.load()
+            self.pipeline.adopt_devices(known)
+            if self.pool is not None:
+                self.pool._known = known
             self.store_writer.registry = self.pipeline.registry
+        self._sync: threading.Thread | None = None
+        self._stopping = threading.Event()
         self.registry = CollectorRegistry()
         self.registry.register(SnapshotCollector(self.snapshot))
         ProcessCollector(registry=self.registry)  # process_* : CPU, memory, start time (restarts)
@@ -141,7 +153,14 @@ class Agent:
             self.otlp = OtlpExport(config.otlp, self.snapshot, self.build, self._otlp_counts)
 
     def snapshot(self) -> Snapshot:
-        snap = self.engine.snapshot(**self.build)
+        snap: Snapshot
+        if self.pool is not None:
+            snap = self.pool.snapshot().replace(**self.build)
+            for obs, now in self.pool.observations:  # what the workers learned, for the device store
+                self.pipeline.apply_observations(obs, now)
+            self.pool.observations.clear()
+        else:
+            snap = self.engine.snapshot(**self.build)
         extra = dict(snap.extra)
         if self._otlp_counts is not None:
             extra["otlp_exports"] = self._otlp_counts.copy()
@@ -151,7 +170,13 @@ class Agent:
 
     def start(self) -> None:
         self.server.start()
-        self.engine.start()
+        if self.pool is not None:
+            self.pool.start()
+            # Names one worker learns reach the others at every snapshot: take one every 2 s.
+            self._sync = threading.Thread(target=self._sync_loop, name="workers-sync", daemon=True)
+            self._sync.start()
+        else:
+            self.engine.start()
         if self.store_writer is not None:
             self.store_writer.start()
         if self.otlp is not None:
@@ -159,7 +184,14 @@ class Agent:
         host, _ = config_mod.listen_address(self.config.web.listen)
         log.info("capturing on %s; serving %s://%s:%d/metrics", ", ".join(self.pipeline.interfaces), self.server.scheme, host, self.server.port)
 
+    def _sync_loop(self) -> None:
+        while not self._stopping.wait(2.0):
+            self.snapshot()
+
     def stop(self) -> None:
+        self._stopping.set()
+        if self.pool is not None:
+            self.pool.close()
         if self.otlp is not None:
             self.otlp.shutdown()
         self.engine.close()

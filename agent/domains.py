@@ -16,6 +16,7 @@ all. It holds at most ``max_entries`` addresses; the oldest answers make room, a
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable
 
 import numpy as np
@@ -64,17 +65,25 @@ class SuffixList:
 
 
 _PSL: SuffixList | None = None
+_PSL_LOCK = threading.Lock()
+
+
+def load_suffixes() -> SuffixList:
+    """The list, read once per process (DomainMap starts this in the background)."""
+    global _PSL
+    with _PSL_LOCK:
+        if _PSL is None:
+            _PSL = SuffixList()
+        return _PSL
 
 
 def registrable(name: str) -> str | None:
     """The registrable domain of a DNS name (eTLD+1), or None for names without one (``local``, bare hosts)."""
-    global _PSL
-    if _PSL is None:
-        _PSL = SuffixList()
+    psl = _PSL or load_suffixes()
     name = name.strip(".").lower()
     if not name or name.endswith((".local", ".arpa")) or "." not in name:
         return None
-    return _PSL.registrable(name)
+    return psl.registrable(name)
 
 
 class DomainMap:
@@ -90,6 +99,8 @@ class DomainMap:
         self._clock = 0
         self.evictions = 0
         self.hits = self.misses = 0
+        if _PSL is None:  # read the suffix list while capture starts, not when the first answer comes
+            threading.Thread(target=load_suffixes, name="suffix-list", daemon=True).start()
 
     def __len__(self) -> int:
         return self.max_entries - len(self._free)

@@ -111,6 +111,9 @@ def processing(s: Snapshot) -> Iterator[Metric]:
     yield CounterMetricFamily(
         f"{NS}_processing_busy_seconds", "Time the processing stage was busy; its rate is the utilisation, one minus it the headroom.", value=s.busy_seconds
     )
+    yield GaugeMetricFamily(
+        f"{NS}_processing_workers", "Processes running a pipeline (capture.workers); busy time divided by it is the utilisation of each.", value=s.workers
+    )
 
 
 def caches(s: Snapshot) -> Iterator[Metric]:

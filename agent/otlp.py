@@ -183,6 +183,7 @@ METRICS: tuple[Mapped, ...] = (
     Mapped("pktagent_batch_processing_seconds", "pktagent.batch.duration", "s", "histogram", ()),
     Mapped("pktagent_batch_size_packets", "pktagent.batch.size", "{packet}", "histogram", ()),
     Mapped("pktagent_processing_busy_seconds_total", "pktagent.processing.time", "s", "counter", (), _scalar(lambda s: s.busy_seconds)),
+    Mapped("pktagent_processing_workers", "pktagent.processing.workers", "{process}", "updown", (), _scalar(lambda s: s.workers)),
     Mapped("pktagent_cache_hits_total", "pktagent.cache.hits", "{lookup}", "counter", ("pktagent.cache.name",), _caches("hits")),
     Mapped("pktagent_cache_misses_total", "pktagent.cache.misses", "{lookup}", "counter", ("pktagent.cache.name",), _caches("misses")),
     Mapped("pktagent_cache_evictions_total", "pktagent.cache.evictions", "{entry}", "counter", ("pktagent.cache.name",), _caches("evictions")),

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -30,7 +30,7 @@ from agent.dedup import Dedup, frame_hash
 from agent.devices import NameLookup, address_int, local_devices
 from agent.domains import DomainMap
 from agent.flows import FlowTable
-from agent.learn import Learner
+from agent.learn import Learner, Observations
 from agent.registry import Device, Registry
 from agent.sample import Sampler
 from agent.snapshot import CacheStats, UsageSeries
@@ -73,6 +73,7 @@ class Pipeline:
             linger_us=int(f.linger_seconds * 1e6),
         )
         self.counters = Counters(len(self.interfaces))
+        self.on_learn: Callable[[Observations, int], None] | None = None  # workers pass what they learn on
 
     def _registry(self, known_devices: Sequence[Device]) -> Registry:
         registry = Registry(self.config.devices.max_devices)
@@ -137,6 +138,12 @@ class Pipeline:
         obs = self.learner.observe(batch)
         if not obs:
             return
+        self.apply_observations(obs, now)
+        if self.on_learn is not None:
+            self.on_learn(obs, now)
+
+    def apply_observations(self, obs: Observations, now: int) -> None:
+        """Learn from observations, this pipeline's own or another worker's."""
         local = self.classifier.locality({a for a, _, _ in obs.names} | {a for a, _ in obs.domains})  # one vectorised call
         self.registry.learn(obs, now / 1e6, local.__getitem__)
         self.devices.forget(self.registry.take_changed_addresses())

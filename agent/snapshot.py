@@ -130,6 +130,7 @@ class Snapshot:
     domain_series: tuple[UsageSeries, ...] = ()
     series_dropped: dict[str, int] = field(default_factory=dict)  # by label: device, domain
     learned: dict[str, int] = field(default_factory=dict)  # slow-path packets: decoded, malformed, skipped
+    workers: int = 1  # processes whose figures these are
     extra: dict[str, object] = field(default_factory=dict)  # figures of optional parts (devices, OTLP)
 
     def replace(self, **changes: object) -> Snapshot:
@@ -174,4 +175,5 @@ class Snapshot:
             domain_series=_merge_series(self.domain_series, other.domain_series),
             series_dropped=_add_counts(self.series_dropped, other.series_dropped),
             learned=_add_counts(self.learned, other.learned),
+            workers=self.workers + other.workers,
         )

@@ -267,3 +267,18 @@ def test_a_capture_that_goes_away_is_reported_down_and_comes_back(veth: VethPair
     log = a.log.read_text()
     assert "capture on pkt-rx failed" in log
     assert "capture on pkt-rx is back" in log
+
+
+def test_two_workers_share_one_interface_without_counting_twice(veth: VethPair, tmp_path: Path) -> None:
+    """--workers 2: two handles in one PACKET_FANOUT_HASH group, two pipelines, one /metrics."""
+    k = mixed(big=False)
+    path = k.capture.write(tmp_path / "mixed.pcap")
+    with agent(veth, tmp_path, "-i", veth.rx, "--workers", "2") as a:
+        send(veth, veth.tx, path, k.frames)
+        samples = wait_processed(a, {veth.rx: k.frames})
+        assert_counts(samples, veth.rx, k)
+        # Both directions of a flow hash to one worker, so each flow starts once.
+        assert flows_started(samples) == k.flows_started
+        assert series(samples, "pktagent_processing_workers") == {(): 2}
+        assert series(samples, "pktagent_flows_capacity") == {(): 2 * 65536}
+        a.stop()

@@ -1,0 +1,154 @@
+"""Several processes on one interface: PACKET_FANOUT_HASH spreads flows over N capture handles.
+
+``WorkerPool`` opens N live handles per interface, each joined to that interface's fanout
+group (the kernel hashes each flow, both directions, to one handle), and forks one worker
+process per set of handles. Every worker runs its own engine and pipeline; the parent asks
+each for its snapshot and adds them up, so ``/metrics`` shows one agent with no double
+counting. Names learned by one worker (a DHCP or DNS packet lands on one of them) are passed
+through the parent to the others, so every worker labels traffic the same way.
+
+>>> # pool = WorkerPool(config, ["eth0"], 2); pool.start(); pool.snapshot(); pool.close()
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import os
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from agent.capture import Source
+from agent.config import Config
+from agent.engine import Engine
+from agent.learn import Observations
+from agent.pipeline import Pipeline
+from agent.registry import Device
+from agent.snapshot import Snapshot
+
+log = logging.getLogger("pktagent.workers")
+
+
+class WorkerPool:
+    def __init__(self, config: Config, interfaces: Sequence[str], workers: int, known_devices: Sequence[Device] = ()) -> None:
+        from agent.capture.live import LiveSource
+
+        self.config, self.interfaces, self.n = config, list(interfaces), workers
+        c = config.capture
+        base = (os.getpid() * 16) & 0xFFFF  # fanout group ids, one per interface, private to this agent
+        window_ms = max(1, int(config.pipeline.batch_window_ms))
+
+        def open_live(iface: int, worker: int) -> Source:
+            return LiveSource(
+                self.interfaces[iface],
+                index=iface,
+                snaplen=c.snaplen,
+                promiscuous=c.promiscuous,
+                buffer_bytes=c.buffer_bytes,
+                bpf=c.bpf_filter or None,
+                block_timeout_ms=window_ms,
+                fanout_group=(base + iface) & 0xFFFF,
+            )
+
+        self._open = open_live
+        # Every handle is opened here, before any fork: a mistake is one error, before anything runs.
+        self._sources = [[open_live(i, w) for i in range(len(self.interfaces))] for w in range(workers)]
+        self._known = list(known_devices)
+        self._conns: list[Any] = []
+        self._procs: list[Any] = []
+        self._lock = threading.Lock()
+        self.observations: list[tuple[Observations, int]] = []  # learned by the workers (and when), for the parent's store
+
+    def start(self) -> None:
+        ctx = multiprocessing.get_context("fork")
+        for w in range(self.n):
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(target=self._worker, args=(w, child), daemon=True, name=f"worker-{w}")
+            proc.start()
+            child.close()
+            self._conns.append(parent)
+            self._procs.append(proc)
+        for sources in self._sources:
+            for src in sources:
+                src.close()  # the worker holds its own copy of each handle
+
+    def snapshot(self) -> Snapshot:
+        """Every worker's snapshot, added up; learned names are passed on to the other workers on the way."""
+        with self._lock:
+            for conn in self._conns:
+                conn.send(("snapshot",))
+            snaps: list[Snapshot] = []
+            learned: list[tuple[int, Observations, int]] = []
+            for w, conn in enumerate(self._conns):
+                snap, obs, now = conn.recv()
+                snaps.append(snap)
+                learned.extend((w, o, now) for o in obs)
+            for source, obs, now in learned:
+                self.observations.append((obs, now))
+                for w, conn in enumerate(self._conns):
+                    if w != source:
+                        conn.send(("learn", obs, now))
+        total = snaps[0]
+        for s in snaps[1:]:
+            total = total.merge(s)
+        return total
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in self._conns:
+                with contextlib.suppress(OSError):
+                    conn.send(("stop",))
+            for proc in self._procs:
+                proc.join(3.0)
+                if proc.is_alive():
+                    proc.terminate()
+            for conn in self._conns:
+                conn.close()
+
+    # -- in a worker ----------------------------------------------------------------------
+
+    def _worker(self, w: int, conn: Any) -> None:
+        pipeline = Pipeline(self.config, self.interfaces, self._known)
+        pending: list[Observations] = []
+        last_now = [0]
+
+        def learned(obs: Observations, now: int) -> None:
+            pending.append(obs)
+            last_now[0] = now
+
+        pipeline.on_learn = learned
+        sources = self._sources[w]
+
+        def opener(i: int) -> Source:
+            if sources[i] is not None:
+                src, sources[i] = sources[i], None  # type: ignore[call-overload]
+                return src
+            return self._open(i, w)
+
+        engine = Engine(
+            pipeline,
+            opener,
+            batch_size=self.config.pipeline.batch_size,
+            window=self.config.pipeline.batch_window_ms / 1000,
+            queue_capacity=self.config.pipeline.queue_capacity_packets,
+            blocking=False,
+        )
+        engine.open_all()
+        engine.start()
+        try:
+            while True:
+                message = conn.recv()
+                if message[0] == "snapshot":
+                    snap = engine.snapshot()
+                    conn.send((snap.replace(extra={}), pending[:], last_now[0]))
+                    pending.clear()
+                elif message[0] == "learn":
+                    pipeline.apply_observations(message[1], message[2])
+                elif message[0] == "stop":
+                    break
+        except (EOFError, OSError, KeyboardInterrupt):
+            pass
+        finally:
+            engine.close()
