@@ -53,7 +53,7 @@ class CaptureConfig:
     pcap: tuple[str, ...] = ()  # replay these files at their recorded pace instead
     loop: bool = False  # start the files over when they end
     snaplen: int = field(default=65535, metadata=_check(64, 262144))
-    buffer_bytes: int = field(default=8 << 20, metadata=_check(65536, 1 << 31))
+    buffer_bytes: int = field(default=32 << 20, metadata=_check(65536, 1 << 31))  # the kernel ring: 32 MiB absorbs bursts at 400k packets/s
     promiscuous: bool = False
     bpf_filter: str = ""
     workers: int = field(default=1, metadata=_check(1, 64))  # PACKET_FANOUT_HASH handles per interface
