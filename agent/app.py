@@ -16,7 +16,7 @@ from typing import Any
 
 from agent import __version__
 from agent import config as config_mod
-from agent._exceptions import ConfigError
+from agent._exceptions import ConfigError, PktagentError
 from agent.capture import Source
 from agent.config import Config
 from agent.engine import Engine
@@ -199,12 +199,52 @@ class Agent:
             self.store_writer.stop()
         self.server.close()
 
-    def serve(self, stop: threading.Event) -> None:
-        """Run until ``stop`` is set (a signal) or the engine fails."""
+    def reload(self, new: Config) -> list[str]:
+        """Apply what can change while running; returns the changed keys that need a restart."""
+        from agent import web
+
+        keys = config_mod.differences(self.config, new)
+        applied = [k for k in keys if k in Pipeline.RELOADABLE]
+        if applied:
+            self.pipeline.reconfigure(new, applied)
+            if self.pool is not None:
+                self.pool.reconfigure(new, applied)
+        if new.web.config_file and new.web.config_file == self.config.web.config_file:
+            self.server.security = web.load(new.web.config_file)  # re-read: certificates rotate, users change
+        if "capture.bpf_filter" in keys and self.pool is None and not new.capture.pcap:
+            for source in self.engine.sources():
+                set_filter = getattr(source, "set_filter", None)
+                if set_filter is not None:
+                    set_filter(new.capture.bpf_filter)
+            applied.append("capture.bpf_filter")
+        later = [k for k in keys if k not in applied]
+        self.config = new if not later else _keep_running(self.config, new, applied)
+        log.info("reloaded the config: %s", ", ".join(applied) or "nothing that changes while running")
+        if later:
+            log.warning("these changes need a restart to take effect: %s", ", ".join(later))
+        return later
+
+    def serve(self, stop: threading.Event, reload: Callable[[], Config] | None = None, hup: threading.Event | None = None) -> None:
+        """Run until ``stop`` is set (a signal) or the engine fails; when ``hup`` is set, apply ``reload()``."""
         self.start()
         try:
             while not stop.wait(0.2):
                 if self.engine.failure is not None:
                     raise self.engine.failure
+                if hup is not None and hup.is_set() and reload is not None:
+                    hup.clear()
+                    try:
+                        self.reload(reload())
+                    except PktagentError as e:
+                        log.error("config not reloaded, the running one stays: %s", e)
         finally:
             self.stop()
+
+
+def _keep_running(old: Config, new: Config, applied: list[str]) -> Config:
+    """The config the agent now runs with: the new values that were applied, the old ones for the rest."""
+    cfg = old
+    for key in applied:
+        section, _, name = key.partition(".")
+        cfg = cfg.replace(section, **{name: getattr(getattr(new, section), name)}) if name else cfg.replace(**{section: getattr(new, section)})
+    return cfg

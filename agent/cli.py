@@ -68,14 +68,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     from agent.app import Agent
 
     agent = Agent(resolve_config(args))
-    stop = threading.Event()
+    stop, hup = threading.Event(), threading.Event()
 
     def on_signal(signum: int, frame: object) -> None:
         stop.set()
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, on_signal)
-    agent.serve(stop)
+    signal.signal(signal.SIGHUP, lambda signum, frame: hup.set())  # reload: the file again, with the same flags
+    agent.serve(stop, reload=lambda: resolve_config(args), hup=hup)
     return 0
 
 

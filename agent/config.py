@@ -176,6 +176,24 @@ class Config:
         return dataclasses.replace(self, **{section: dataclasses.replace(getattr(self, section), **changes)})
 
 
+def differences(old: Config, new: Config) -> list[str]:
+    """The dotted keys whose values differ between two configs (``flows.idle_timeout_seconds``, ...)."""
+
+    def flat(obj: Any, prefix: str = "") -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(obj):
+            value = getattr(obj, f.name)
+            key = f"{prefix}{f.name}"
+            if dataclasses.is_dataclass(value) and not isinstance(value, type) and f.name != "inventory":
+                out.update(flat(value, key + "."))
+            else:
+                out[key] = value
+        return out
+
+    a, b = flat(old), flat(new)
+    return sorted(k for k in a if a[k] != b[k])
+
+
 def _check_bounds(section: Any, prefix: str) -> None:
     """Every number within its field's range, however the config was built (file, flags or code)."""
     for f in dataclasses.fields(section):

@@ -27,7 +27,7 @@ from agent.snapshot import Snapshot
 
 log = logging.getLogger("pktagent.engine")
 
-RETRY_FIRST, RETRY_MAX = 0.5, 30.0  # seconds between attempts to reopen a failed capture
+RETRY_FIRST, RETRY_MAX = 0.5, 10.0  # seconds between attempts to reopen a failed capture
 
 
 class BatchQueue:
@@ -175,6 +175,10 @@ class Engine:
         for src in self._sources:
             if src is not None:
                 src.close()
+
+    def sources(self) -> list[Source]:
+        """The sources open now (for a reload to adjust them)."""
+        return [s for s in self._sources if s is not None]
 
     @property
     def finished(self) -> bool:

@@ -157,6 +157,37 @@ class Pipeline:
             with self.lock:
                 self.domain_usage.prune(self.domains.referenced())
 
+    # What reconfigure() can change while running; everything else needs a restart.
+    RELOADABLE = frozenset(
+        {
+            "pipeline.sampling_rate",
+            "local_networks",
+            "devices.inventory",
+            "dedup.window_ms",
+            "flows.idle_timeout_seconds",
+            "flows.active_timeout_seconds",
+            "flows.linger_seconds",
+        }
+    )
+
+    def reconfigure(self, config: Config, keys: Sequence[str]) -> None:
+        """Apply the changed ``keys`` of ``config`` between two batches; counters go on untouched."""
+        with self.lock:
+            if "pipeline.sampling_rate" in keys:
+                self.sampler = Sampler(config.pipeline.sampling_rate)
+            if "local_networks" in keys:
+                self.classifier = Classifier(config.local_networks)
+            if "devices.inventory" in keys:
+                self.registry.replace_inventory(config.devices.inventory)
+                self.devices.cache.clear()
+            if "dedup.window_ms" in keys:
+                self.dedup.window_us = int(config.dedup.window_ms * 1000)
+            f = config.flows
+            self.flows.idle_us = int(f.idle_timeout_seconds * 1e6)
+            self.flows.active_us = int(f.active_timeout_seconds * 1e6)
+            self.flows.linger_us = int(f.linger_seconds * 1e6)
+            self.config = config
+
     def tick(self, now_us: int) -> None:
         """Let flow timeouts fire while no packets arrive."""
         with self.lock:

@@ -83,6 +83,14 @@ class Registry:
         self.evictions = 0
         self.lookups = self.found = 0
 
+    def replace_inventory(self, entries: Iterable[DeviceEntry]) -> None:
+        """A new inventory (on reload): names the operator removed give way to learned ones."""
+        with self.lock:
+            for d in self.devices.values():
+                if d.names.pop("inventory", None) is not None:
+                    self._touch(d)
+        self.apply_inventory(entries)
+
     def apply_inventory(self, entries: Iterable[DeviceEntry]) -> None:
         """Pin the operator's names, on the devices their MACs or addresses already belong to where there is one."""
         with self.lock:

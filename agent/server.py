@@ -124,7 +124,7 @@ class MetricsServer:
     ) -> None:
         server_class = type("Server", (_Server,), {"address_family": socket.AF_INET6 if ":" in host else socket.AF_INET})
         try:
-            self._httpd = server_class((host, port), _Handler)
+            self._httpd: _Server = server_class((host, port), _Handler)
         except OSError as e:
             raise ConfigError(f"web.listen: cannot listen on {host}:{port}: {e.strerror or e}") from None
         self._httpd.registry = registry
@@ -133,6 +133,15 @@ class MetricsServer:
         self.port = self._httpd.server_address[1]
         self.scheme = "https" if self._httpd.security.tls else "http"
         self._thread: threading.Thread | None = None
+
+    @property
+    def security(self) -> WebSecurity:
+        return self._httpd.security
+
+    @security.setter
+    def security(self, value: WebSecurity) -> None:
+        """A new web config (reload) takes effect from the next connection on, TLS and users alike."""
+        self._httpd.security = value
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.2}, name="http", daemon=True)

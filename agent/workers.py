@@ -95,6 +95,11 @@ class WorkerPool:
             total = total.merge(s)
         return total
 
+    def reconfigure(self, config: Config, keys: Sequence[str]) -> None:
+        with self._lock:
+            for conn in self._conns:
+                conn.send(("reload", config, list(keys)))
+
     def close(self) -> None:
         with self._lock:
             for conn in self._conns:
@@ -146,6 +151,8 @@ class WorkerPool:
                     pending.clear()
                 elif message[0] == "learn":
                     pipeline.apply_observations(message[1], message[2])
+                elif message[0] == "reload":
+                    pipeline.reconfigure(message[1], message[2])
                 elif message[0] == "stop":
                     break
         except (EOFError, OSError, KeyboardInterrupt):

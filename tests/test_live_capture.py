@@ -282,3 +282,29 @@ def test_two_workers_share_one_interface_without_counting_twice(veth: VethPair, 
         assert series(samples, "pktagent_processing_workers") == {(): 2}
         assert series(samples, "pktagent_flows_capacity") == {(): 2 * 65536}
         a.stop()
+
+
+def test_an_interface_that_goes_down_is_reported_and_counted_again_when_up(veth: VethPair, tmp_path: Path) -> None:
+    first, second = mixed(big=False), small()
+    p1 = first.capture.write(tmp_path / "first.pcap")
+    p2 = second.capture.write(tmp_path / "second.pcap")
+    with agent(veth, tmp_path, "-i", veth.rx) as a:
+        send(veth, veth.tx, p1, first.frames)
+        wait_processed(a, {veth.rx: first.frames})
+        down_at = time.monotonic()
+        sh("ip", "-n", veth.receiver, "link", "set", veth.rx, "down")
+        _, body = until(lambda: (got := a.get("/health"))[0] == 503 and got, "/health to report the capture down")
+        assert "pkt-rx" in body and '"up": false' in body
+        assert time.monotonic() - down_at < 5
+        assert series(a.metrics(), "pktagent_capture_up") == {(veth.rx,): 0}
+        sh("ip", "-n", veth.receiver, "link", "set", veth.rx, "up")
+        up_at = time.monotonic()
+        until(lambda: a.get("/health")[0] == 200, "/health to report the capture back")
+        recovery = time.monotonic() - up_at
+        assert recovery < 5, recovery  # the retry backoff starts at 0.5 s
+        send(veth, veth.tx, p2, second.frames)
+        samples = wait_processed(a, {veth.rx: first.frames + second.frames})
+        both = Known(Capture(packets=first.capture.packets + second.capture.packets), cells=first.cells + second.cells)
+        assert_counts(samples, veth.rx, both)
+        a.stop()
+    assert "pkt-rx is down" in a.log.read_text() or "went down" in a.log.read_text()

@@ -27,6 +27,14 @@ PERMISSION_HINT = (
 IDLE_WAIT = 0.2  # seconds a read waits on an idle link before handing back an empty batch
 
 
+def _is_up(interface: str) -> bool:
+    try:
+        with open(f"/sys/class/net/{interface}/flags") as f:
+            return bool(int(f.read().strip(), 16) & 0x1)  # IFF_UP
+    except (OSError, ValueError):
+        return True  # cannot tell: let libpcap try
+
+
 def _permission_error(interface: str, message: str) -> CapturePermissionError:
     return CapturePermissionError(f"no permission to capture on {interface} ({message}): {PERMISSION_HINT}")
 
@@ -53,8 +61,12 @@ class LiveSource:
         self.name = interface
         self.index = index
         self.snaplen = snaplen
-        if interface != "any" and os.path.isdir("/sys/class/net") and not os.path.exists(f"/sys/class/net/{interface}"):
-            raise CaptureError(f"no such interface: {interface} (see `ip link` for the interfaces this host has)")
+        if interface != "any" and os.path.isdir("/sys/class/net"):
+            if not os.path.exists(f"/sys/class/net/{interface}"):
+                raise CaptureError(f"no such interface: {interface} (see `ip link` for the interfaces this host has)")
+            if not _is_up(interface):
+                # libpcap would open it and then see nothing: report it down until it comes up.
+                raise CaptureError(f"interface {interface} is down")
         try:
             handle = pcapy.create(interface)
             handle.set_snaplen(snaplen)
@@ -143,6 +155,13 @@ class LiveSource:
         # and decode recovers its length from the IP header (0 = not known here).
         wirelen = np.where(caplen < self.snaplen, caplen, 0)
         return RawBatch(self.index, self.linktype, data, offset, caplen, wirelen, ts)
+
+    def set_filter(self, bpf: str) -> None:
+        """A new BPF filter on the open handle (reload)."""
+        try:
+            self._handle.setfilter(bpf or "")
+        except (PcapError, pcapy.BPFError) as e:
+            raise ConfigError(f"bpf_filter: libpcap rejects {bpf!r}: {e}") from None
 
     def stats(self) -> CaptureStats:
         try:
