@@ -169,6 +169,10 @@ class Agent:
         return snap.replace(extra=extra)
 
     def start(self) -> None:
+        if self.config.user:
+            from agent.privileges import drop_to
+
+            drop_to(self.config.user, self.config.state_dir)  # before any thread: capabilities are per thread
         self.server.start()
         if self.pool is not None:
             self.pool.start()

@@ -131,6 +131,7 @@ class Config:
     otlp: OtlpConfig = field(default_factory=OtlpConfig)
     local_networks: tuple[str, ...] = DEFAULT_LOCAL_NETWORKS
     state_dir: str = "/var/lib/pktagent"
+    user: str = ""  # started as root: become this user once the captures are open (keeping CAP_NET_RAW only)
 
     def __post_init__(self) -> None:
         for section in dataclasses.fields(self):

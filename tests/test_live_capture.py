@@ -308,3 +308,27 @@ def test_an_interface_that_goes_down_is_reported_and_counted_again_when_up(veth:
         assert_counts(samples, veth.rx, both)
         a.stop()
     assert "pkt-rx is down" in a.log.read_text() or "went down" in a.log.read_text()
+
+
+def test_started_as_root_it_runs_as_the_configured_user_with_cap_net_raw_only(veth: VethPair, tmp_path: Path) -> None:
+    conf = tmp_path / "pktagent.yml"
+    conf.write_text(f"user: nobody\nstate_dir: {tmp_path / 'state'}\n")
+    first, second = mixed(big=False), small()
+    p1, p2 = first.capture.write(tmp_path / "first.pcap"), second.capture.write(tmp_path / "second.pcap")
+    with agent(veth, tmp_path, "-i", veth.rx, "--config", str(conf)) as a:
+        status = Path(f"/proc/{a.proc.pid}/status").read_text()
+        fields = dict(line.split(":", 1) for line in status.splitlines())
+        assert fields["Uid"].split()[:2] == ["65534", "65534"]  # nobody
+        assert int(fields["CapEff"], 16) == 1 << 13 and int(fields["CapPrm"], 16) == 1 << 13  # CAP_NET_RAW and nothing else
+        send(veth, veth.tx, p1, first.frames)
+        wait_processed(a, {veth.rx: first.frames})
+        # An interface fault: reopening the capture needs CAP_NET_RAW, which the agent kept.
+        sh("ip", "-n", veth.receiver, "link", "set", veth.rx, "down")
+        until(lambda: a.get("/health")[0] == 503, "the capture reported down")
+        sh("ip", "-n", veth.receiver, "link", "set", veth.rx, "up")
+        until(lambda: a.get("/health")[0] == 200, "the capture back")
+        send(veth, veth.tx, p2, second.frames)
+        samples = wait_processed(a, {veth.rx: first.frames + second.frames})
+        assert series(samples, "pktagent_packets_captured_total") == {(veth.rx,): first.frames + second.frames}
+        a.stop()
+    assert "running as nobody with CAP_NET_RAW only" in a.log.read_text()
