@@ -23,8 +23,8 @@ run: $(BIN)/pktagent
 	$(BIN)/pktagent run --listen 0.0.0.0:$(PORT)
 
 demo: $(BIN)/pktagent
-	$(BIN)/python bench/workloads.py --out build/demo --packets 20000 w1
-	$(BIN)/pktagent run --pcap build/demo/w1.pcap --loop --listen 127.0.0.1:$(PORT)
+	@test -f build/demo/w1.pcap || $(BIN)/python bench/workloads.py --out build/demo --packets 100000 w1
+	$(BIN)/pktagent run --config bench/demo.yml --pcap build/demo/w1.pcap --loop --listen 127.0.0.1:$(PORT)
 
 system-deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
