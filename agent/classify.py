@@ -18,8 +18,8 @@ from collections.abc import Iterable
 import numpy as np
 
 from agent import labels
+from agent.addresses import address_int
 from agent.batch import U64, Batch, Mask
-from agent.devices import address_int
 
 REMOTE, LOCAL, CHECK = 0, 1, 2
 _ALL = (1 << 64) - 1

@@ -6,7 +6,8 @@ label set stays small. The map is a vectorised ``HashIndex``: a batch's remote a
 looked up with a few array operations, and an address without an answer costs no Python at
 all. It holds at most ``max_entries`` addresses; the oldest answers make room, and are counted.
 
->>> from agent.usage import Interner
+>>> from agent.interner import Interner
+>>> from agent.addresses import address_int
 >>> m = DomainMap(max_entries=16, names=Interner(64, ("other", "unknown")))
 >>> m.learn([(address_int("93.184.216.34"), "www.example.com")])
 >>> ids = m.lookup(np.array([0], np.uint64), np.array([0xFFFF_5DB8_D822], np.uint64))
@@ -22,10 +23,10 @@ from collections.abc import Iterable
 import numpy as np
 from publicsuffixlist import PSLFILE
 
+from agent.addresses import address_key
 from agent.batch import I64, U64
-from agent.devices import address_key
 from agent.hashindex import HashIndex
-from agent.usage import UNNAMED, Interner
+from agent.interner import UNNAMED, Interner
 
 
 class SuffixList:

@@ -21,13 +21,14 @@ from typing import Any
 
 import numpy as np
 
+from agent.addresses import address_int
 from agent.batch import Batch, RawBatch
 from agent.classify import Classifier
 from agent.config import Config
 from agent.counters import Counters
 from agent.decode import decode, supported
 from agent.dedup import Dedup, frame_hash
-from agent.devices import NameLookup, address_int, local_devices
+from agent.devices import NameLookup, local_devices
 from agent.domains import DomainMap
 from agent.flows import FlowTable
 from agent.learn import Learner, Observations

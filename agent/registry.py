@@ -23,8 +23,8 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from agent.addresses import address_int
 from agent.config import DeviceEntry
-from agent.devices import address_int
 from agent.learn import Observations
 from agent.learn.dhcp import Dhcp
 

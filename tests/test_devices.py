@@ -8,9 +8,10 @@ from batches import decoded
 
 from agent.classify import Classifier
 from agent.config import DEFAULT_LOCAL_NETWORKS, DeviceEntry
-from agent.devices import AddressCache, NameLookup, address_int, local_devices
+from agent.addresses import address_int
+from agent.devices import AddressCache, NameLookup, local_devices
 from agent.registry import Registry
-from agent.usage import UNNAMED, Interner
+from agent.interner import UNNAMED, Interner
 
 TV = DeviceEntry("tv", addresses=("192.168.1.20", "fd00::20"))
 PI = DeviceEntry("pi-kitchen", addresses=("192.168.1.30",))
