@@ -75,27 +75,33 @@ def open_store(config: Config) -> Any:
 
 def openers(cfg: Config, *, pace: bool) -> tuple[list[str], Callable[[int], Source]]:
     """Interface names and a function opening source number i: live interfaces, or capture files."""
-    from agent.capture.live import LiveSource
     from agent.replay import file_opener
 
+    if cfg.capture.pcap:
+        return file_opener(cfg, cfg.capture.pcap, pace=pace)
+    names = interface_names(cfg)
+    return names, lambda i: open_live(cfg, names, i)
+
+
+def interface_names(cfg: Config) -> list[str]:
+    return list(cfg.capture.interfaces) or [default_route_interface()]
+
+
+def open_live(cfg: Config, names: list[str], i: int, fanout_group: int | None = None) -> Source:
+    """Open a live capture on interface number ``i`` with the config's settings."""
+    from agent.capture.live import LiveSource
+
     c = cfg.capture
-    if c.pcap:
-        return file_opener(cfg, c.pcap, pace=pace)
-    names = list(c.interfaces) or [default_route_interface()]
-    window_ms = max(1, int(cfg.pipeline.batch_window_ms))
-
-    def open_live(i: int) -> Source:
-        return LiveSource(
-            names[i],
-            index=i,
-            snaplen=c.snaplen,
-            promiscuous=c.promiscuous,
-            buffer_bytes=c.buffer_bytes,
-            bpf=c.bpf_filter or None,
-            block_timeout_ms=window_ms,
-        )
-
-    return names, open_live
+    return LiveSource(
+        names[i],
+        index=i,
+        snaplen=c.snaplen,
+        promiscuous=c.promiscuous,
+        buffer_bytes=c.buffer_bytes,
+        bpf=c.bpf_filter or None,
+        block_timeout_ms=max(1, int(cfg.pipeline.batch_window_ms)),
+        fanout_group=fanout_group,
+    )
 
 
 class Agent:

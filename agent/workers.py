@@ -33,28 +33,17 @@ log = logging.getLogger("pktagent.workers")
 
 class WorkerPool:
     def __init__(self, config: Config, interfaces: Sequence[str], workers: int, known_devices: Sequence[Device] = ()) -> None:
-        from agent.capture.live import LiveSource
+        from agent.app import open_live
 
         self.config, self.interfaces, self.n = config, list(interfaces), workers
-        c = config.capture
         base = (os.getpid() * 16) & 0xFFFF  # fanout group ids, one per interface, private to this agent
-        window_ms = max(1, int(config.pipeline.batch_window_ms))
 
-        def open_live(iface: int, worker: int) -> Source:
-            return LiveSource(
-                self.interfaces[iface],
-                index=iface,
-                snaplen=c.snaplen,
-                promiscuous=c.promiscuous,
-                buffer_bytes=c.buffer_bytes,
-                bpf=c.bpf_filter or None,
-                block_timeout_ms=window_ms,
-                fanout_group=(base + iface) & 0xFFFF,
-            )
+        def open_handle(iface: int, worker: int) -> Source:
+            return open_live(config, self.interfaces, iface, fanout_group=(base + iface) & 0xFFFF)
 
-        self._open = open_live
+        self._open = open_handle
         # Every handle is opened here, before any fork: a mistake is one error, before anything runs.
-        self._sources = [[open_live(i, w) for i in range(len(self.interfaces))] for w in range(workers)]
+        self._sources = [[open_handle(i, w) for i in range(len(self.interfaces))] for w in range(workers)]
         self._known = list(known_devices)
         self._conns: list[Any] = []
         self._procs: list[Any] = []
