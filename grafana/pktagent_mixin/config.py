@@ -35,9 +35,12 @@ QUEUE_FILL = 0.8  # peak queue depth over 5m, as a share of its capacity
 QUEUE_FOR = "15m"
 P99_BUDGET_SECONDS = 0.1  # 99th percentile of batch processing time
 P99_FOR = "15m"
-UTILISATION = 0.9  # busy share of the processing thread (headroom = 1 - it)
+UTILISATION = 0.9  # busy share of the processing workers, averaged over them (headroom = 1 - it)
 UTILISATION_FOR = "15m"
 FLOW_FILL = 0.9  # active flows as a share of flows.max_flows
 FLOW_FOR = "15m"
 DECODE_ERROR_RATIO = 0.05  # share of decoded packets with a header that could not be read
 DECODE_FOR = "15m"
+LABEL_CHURN_PER_MINUTE = 1.0  # device or domain series dropped a minute, on average (the agent re-ranks once a minute) ...
+LABEL_CHURN_WINDOW = "15m"  # ... over this window ...
+LABEL_CHURN_FOR = "30m"  # ... for this long: sustained churn, not a one-off reshuffle

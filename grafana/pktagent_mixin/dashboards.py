@@ -37,6 +37,7 @@ BY_AGENT = "job, instance"
 BY_INTERFACE = "job, instance, interface"
 TOP = cfg.TOPK
 P99 = 'quantile="0.99"'
+DIR_TX = 'direction="transmit"'  # device and domain series come in pairs: one direction counts each once
 
 
 def _variables(*, multi_instance: bool) -> list[dict[str, Any]]:
@@ -77,6 +78,7 @@ def fleet() -> dict[str, Any]:
             ("Drop ratio", target(f"max by ({BY_AGENT}) ({rec(r.DROP_RATIO)})", table=True)),
             ("Duplicate ratio", target(f"max by ({BY_AGENT}) ({rec(r.DUPLICATE_RATIO)})", table=True)),
             ("Decode error ratio", target(f"max by ({BY_AGENT}) ({rec(r.DECODE_ERROR_RATIO)})", table=True)),
+            ("Workers", target(f"max by ({BY_AGENT}) ({q.selector('pktagent_processing_workers', *F)})", table=True)),
             ("Utilisation", target(f"max by ({BY_AGENT}) ({rec(r.UTILISATION)})", table=True)),
             ("Headroom", target(f"1 - max by ({BY_AGENT}) ({rec(r.UTILISATION)})", table=True)),
             ("Flow table fill", target(f"max by ({BY_AGENT}) ({rec(r.FLOW_FILL)})", table=True)),
@@ -89,6 +91,7 @@ def fleet() -> dict[str, Any]:
             override("Captures up", unit="none", mappings=up_down("all up", "DOWN"), custom_cellOptions={"type": "color-text"}),
             override("Packets/s", unit="pps"),
             override("Bits/s", unit="bps"),
+            override("Workers", unit="none"),
             override("Drop ratio", thresholds=high_is_bad(cfg.DROP_RATIO / 10, cfg.DROP_RATIO), custom_cellOptions={"type": "color-text"}),
             override("Utilisation", thresholds=high_is_bad(0.7, cfg.UTILISATION), custom_cellOptions={"type": "color-text"}),
             override("Headroom", thresholds=low_is_bad(1 - cfg.UTILISATION, 0.3), custom_cellOptions={"type": "color-text"}),
@@ -178,7 +181,7 @@ def fleet() -> dict[str, Any]:
                 (
                     stat(
                         "Lowest headroom",
-                        "The smallest idle share of any agent's processing thread (5m).",
+                        "The smallest idle share of any agent's processing workers, per worker (5m).",
                         "percentunit",
                         [target(f"1 - max({rec(r.UTILISATION)})")],
                         steps=low_is_bad(1 - cfg.UTILISATION, 0.3),
@@ -248,7 +251,7 @@ def fleet() -> dict[str, Any]:
                 (
                     timeseries(
                         f"Utilisation, top {TOP}",
-                        "Busy share of each agent's processing thread; near 1 it cannot keep up.",
+                        "Busy share of each agent's processing workers (busy time / workers); near 1 they cannot keep up.",
                         "percentunit",
                         [target(f"topk({TOP}, {busy})", "{{instance}}")],
                         low=0,
@@ -260,7 +263,7 @@ def fleet() -> dict[str, Any]:
                 (
                     timeseries(
                         f"Headroom, lowest {TOP}",
-                        "Idle share of each agent's processing thread (1 - utilisation), the agents with least first.",
+                        "Idle share of each agent's processing workers (1 - utilisation per worker), the agents with least first.",
                         "percentunit",
                         [target(f"bottomk({TOP}, 1 - ({busy}))", "{{instance}}")],
                         low=0,
@@ -298,7 +301,7 @@ def agent() -> dict[str, Any]:
             None,
             4,
             [
-                (stat("Up", "Whether Prometheus reached the agent at its last scrape.", "none", [target(q.selector("up", *F))], mappings=up_down()), 3),
+                (stat("Up", "Whether Prometheus reached the agent at its last scrape.", "none", [target(q.selector("up", *F))], mappings=up_down()), 2),
                 (
                     stat("Version", "pktagent version the agent runs.", "none", [target(q.selector("pktagent_build_info", *F), "{{version}}")], text="name"),
                     3,
@@ -311,12 +314,21 @@ def agent() -> dict[str, Any]:
                         [target(q.selector("pktagent_capture_up", *F), "{{interface}}")],
                         mappings=up_down(),
                     ),
-                    6,
+                    5,
+                ),
+                (
+                    stat(
+                        "Workers",
+                        "Processes running a pipeline (capture.workers, --workers); utilisation is per worker.",
+                        "none",
+                        [target(q.selector("pktagent_processing_workers", *F))],
+                    ),
+                    2,
                 ),
                 (
                     gauge(
                         "Utilisation",
-                        "Busy share of the processing thread.",
+                        "Busy share of the processing workers, averaged over them (busy time / workers).",
                         "percentunit",
                         [target(busy)],
                         steps=high_is_bad(0.7, cfg.UTILISATION),
@@ -326,7 +338,7 @@ def agent() -> dict[str, Any]:
                 (
                     gauge(
                         "Headroom",
-                        "Idle share of the processing thread: how much more traffic it can take.",
+                        "Idle share of the processing workers: how much more traffic they can take.",
                         "percentunit",
                         [target(f"1 - {busy}")],
                         steps=low_is_bad(1 - cfg.UTILISATION, 0.3),
@@ -387,7 +399,7 @@ def agent() -> dict[str, Any]:
                 (
                     timeseries(
                         "Utilisation and headroom",
-                        "Busy and idle shares of the processing thread.",
+                        "Busy and idle shares of the processing workers, per worker.",
                         "percentunit",
                         [target(busy, "utilisation"), target(f"1 - {busy}", "headroom")],
                         low=0,
@@ -584,6 +596,47 @@ def agent() -> dict[str, Any]:
             ],
         ),
         (
+            "Names and label budget",
+            8,
+            [
+                (
+                    timeseries(
+                        "Label series dropped",
+                        "Device and domain series dropped a minute to keep each label within its budget; the red line is the alert's threshold.",
+                        "cpm",
+                        [target(f"{q.sum_rate('pktagent_label_series_dropped_total', 'label', RI, *F)} * 60", "{{label}}")],
+                        low=0,
+                        limit=cfg.LABEL_CHURN_PER_MINUTE,
+                    ),
+                    8,
+                ),
+                (
+                    timeseries(
+                        "Devices and label series",
+                        "Devices the agent knows, and the device and domain series it exports (the budget's names plus other and unnamed/unknown).",
+                        "short",
+                        [
+                            target(q.selector("pktagent_devices_known", *F), "devices known"),
+                            target(f"count({q.selector('pktagent_device_bytes_total', *F, DIR_TX)})", "device series"),
+                            target(f"count({q.selector('pktagent_remote_bytes_total', *F, DIR_TX)})", "domain series"),
+                        ],
+                        low=0,
+                    ),
+                    8,
+                ),
+                (
+                    timeseries(
+                        "Name-learning packets",
+                        "ARP, DHCP and DNS packets per second read for device and domain names: decoded, malformed, or skipped over the per-batch limit.",
+                        "pps",
+                        [target(q.sum_rate("pktagent_learn_packets_total", "result", RI, *F), "{{result}}")],
+                        low=0,
+                    ),
+                    8,
+                ),
+            ],
+        ),
+        (
             "Capture",
             8,
             [
@@ -666,6 +719,22 @@ def traffic() -> dict[str, Any]:
         sort_by=("Bytes", True),
         overrides=[override("Packets", unit="short")],
     )
+    # Per-device and per-domain counters have no interface label: they cover every interface of an agent.
+    dev_bits = f"{q.sum_rate('pktagent_device_bytes_total', 'instance, device, direction', RI, *F)} * 8"
+    dev_packets = q.sum_rate("pktagent_device_packets_total", "instance, device", RI, *F)
+    domain_bits = f"{q.sum_rate('pktagent_remote_bytes_total', 'domain, direction', RI, *F)} * 8"
+
+    def domain_bytes(direction: str) -> str:
+        sel = q.selector("pktagent_remote_bytes_total", *F, f'direction="{direction}"')
+        return f"sum by (domain) (increase({sel}[$__range]))"
+
+    domains_table = table(
+        "Remote domains, bytes in range",
+        "Bytes received from and sent to each remote domain over the time range, all selected agents together, largest first.",
+        "decbytes",
+        [("Received", target(domain_bytes("receive"), table=True)), ("Sent", target(domain_bytes("transmit"), table=True))],
+        sort_by=("Received", True),
+    )
     sections = [
         (
             None,
@@ -688,6 +757,59 @@ def traffic() -> dict[str, Any]:
         ("By direction", 8, pair("direction", "direction")),
         ("By network", 8, pair("network", "network")),
         ("By transport", 8, pair("transport", "transport")),
+        (
+            "Devices",
+            8,
+            [
+                (
+                    timeseries(
+                        f"Bits/s by device, top {TOP}",
+                        "Bits per second each local device sent (transmit) and received (receive), all interfaces; over-budget devices count as other.",
+                        "bps",
+                        [target(f"topk({TOP}, {dev_bits})", "{{instance}} {{device}} {{direction}}")],
+                        low=0,
+                    ),
+                    10,
+                ),
+                (
+                    timeseries(
+                        f"Packets/s by device, top {TOP}",
+                        "Packets per second each local device sent and received, all interfaces; unnamed: no name learned or configured yet.",
+                        "pps",
+                        [target(f"topk({TOP}, {dev_packets})", "{{instance}} {{device}}")],
+                        low=0,
+                    ),
+                    10,
+                ),
+                (
+                    stat(
+                        "Devices known",
+                        "Devices in the selected agents' registries, named or not: learned from ARP, DHCP and DNS, or listed in the inventory.",
+                        "none",
+                        [target(f"sum({q.selector('pktagent_devices_known', *F)})")],
+                        graph=True,
+                    ),
+                    4,
+                ),
+            ],
+        ),
+        (
+            "Remote domains",
+            9,
+            [
+                (
+                    timeseries(
+                        f"Bits/s by remote domain, top {TOP}",
+                        "Bits per second to (transmit) and from (receive) each registrable domain, named from DNS answers; unknown: no answer seen.",
+                        "bps",
+                        [target(f"topk({TOP}, {domain_bits})", "{{domain}} {{direction}}")],
+                        low=0,
+                    ),
+                    12,
+                ),
+                (domains_table, 12),
+            ],
+        ),
         (
             "Breakdown",
             9,
@@ -713,7 +835,7 @@ def traffic() -> dict[str, Any]:
     return dashboard(
         cfg.UID_TRAFFIC,
         "pktagent / Traffic",
-        "What the agents see: bits and packets per second by direction, network and transport.",
+        "What the agents see: bits and packets per second by direction, network and transport, by local device and by remote domain.",
         cfg.TAG,
         variables,
         layout(sections),

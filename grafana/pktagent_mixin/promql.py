@@ -65,9 +65,22 @@ def decode_error_ratio(by: str, window: str, *m: str, decoded_rate: str = "") ->
     return f"({errors} or on ({by}) 0 * ({total})) / ({total})"
 
 
+def max_by(by: str, inner: str) -> str:
+    return f"max by ({by}) ({inner})" if by else f"max({inner})"
+
+
 def utilisation(by: str, window: str, *m: str) -> str:
-    """Busy share of the processing thread (1 = never idle); headroom is one minus it."""
-    return sum_rate("pktagent_processing_busy_seconds_total", by, window, *m)
+    """Busy share of the processing workers, averaged over them (1 = never idle); headroom is one minus it.
+
+    An agent run with ``--workers N`` has N pipelines whose busy time adds up to at most N
+    seconds a second; divided by ``pktagent_processing_workers`` it is judged per worker.
+
+    >>> utilisation("instance", "5m")
+    'sum by (instance) (rate(pktagent_processing_busy_seconds_total[5m])) / on (instance) max by (instance) (pktagent_processing_workers)'
+    """
+    busy = sum_rate("pktagent_processing_busy_seconds_total", by, window, *m)
+    workers = max_by(by, selector("pktagent_processing_workers", *m))
+    return f"{busy} / on ({by}) {workers}" if by else f"{busy} / {workers}"
 
 
 def quantile(q: float, histogram: str, by: str, window: str, *m: str) -> str:

@@ -27,7 +27,7 @@ BYTES_RATE = "instance_interface:pktagent_traffic_bytes:rate5m"
 DROP_RATIO = "instance_interface_stage:pktagent_packets_dropped:ratio_rate5m"
 DUPLICATE_RATIO = "instance_interface:pktagent_packets_duplicate:ratio_rate5m"
 DECODE_ERROR_RATIO = "instance_interface:pktagent_decode_errors:ratio_rate5m"
-UTILISATION = "instance:pktagent_processing_busy_seconds:rate5m"
+UTILISATION = "instance:pktagent_processing_busy_seconds:ratio_workers_rate5m"
 PROCESSING_BUCKETS = "instance_le:pktagent_batch_processing_seconds_bucket:rate5m"
 PROCESSING_QUANTILE = "instance_quantile:pktagent_batch_processing_seconds:histogram_quantile_rate5m"
 QUEUE_FILL = "instance:pktagent_queue_packets:ratio_capacity_max5m"
@@ -168,7 +168,7 @@ def alerts() -> list[Alert]:
             cfg.UTILISATION_FOR,
             "warning",
             "pktagent's processing has no headroom left.",
-            "The processing thread of {{ $labels.instance }} is busy {{ $value | humanizePercentage }} of the time "
+            "The processing workers of {{ $labels.instance }} are busy {{ $value | humanizePercentage }} of the time on average "
             "(threshold " + _pct(cfg.UTILISATION) + "): any more traffic fills the queue and is dropped.",
         ),
         Alert(
@@ -197,6 +197,18 @@ def alerts() -> list[Alert]:
             "Part of pktagent's /metrics is failing.",
             "The {{ $labels.collector }} collector of {{ $labels.instance }} has failed in scrapes for 15m; "
             "its metrics are missing from those scrapes while the others still answer.",
+        ),
+        Alert(
+            "PktagentLabelSeriesChurn",
+            f"sum by ({INSTANCE}, label) (rate(pktagent_label_series_dropped_total[{cfg.LABEL_CHURN_WINDOW}])) * 60 > {cfg.LABEL_CHURN_PER_MINUTE:g}",
+            cfg.LABEL_CHURN_FOR,
+            "warning",
+            "pktagent keeps dropping and re-creating device or domain series.",
+            "{{ $labels.instance }} drops {{ $value | humanize }} {{ $labels.label }} series a minute (over "
+            + cfg.LABEL_CHURN_WINDOW
+            + f", threshold {cfg.LABEL_CHURN_PER_MINUTE:g}) to keep that label within its budget, and has for "
+            + cfg.LABEL_CHURN_FOR
+            + ": the names keep being dropped and re-created, so the budget is too small for this network.",
         ),
     ]
 

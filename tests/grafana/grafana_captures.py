@@ -1,10 +1,20 @@
 """Capture files for the Grafana tests, built with pcapgen, each looping in about a second.
 
 * ``baseline``: ordinary mixed traffic (IPv4, IPv6, ARP; TCP, UDP, ICMP, ICMPv6, GRE) in every
-  direction, with flows that end by FIN, RST and idle timeout.
+  direction, with flows that end by FIN, RST and idle timeout. The home machine names itself
+  ``laptop`` in a DHCP request (its address and MAC from ARP), and DNS answers name the web
+  servers ``example.com`` (A) and ``example.org`` (AAAA); with ``router`` in the agent's inventory,
+  its devices are laptop, router and unnamed (the IPv6 side), its domains example.com,
+  example.org and unknown.
 * ``conditions``: what a healthy network rarely shows, so that the panels for it have data:
-  64 concurrent UDP flows (against a 16-flow table: evictions), duplicate frames, and malformed
-  headers (a TCP header cut short, a TCP data offset of 3, an IPv4 header length of 4).
+  64 concurrent UDP flows (against a 16-flow table: evictions), duplicate frames, malformed
+  headers (a TCP header cut short, a TCP data offset of 3, an IPv4 header length of 4), DNS
+  answers cut short (malformed name packets), and answers three at a time (against a limit of
+  one per batch: skipped).
+* ``labels``: twice as many named devices and domains as the agent's label budgets. The first
+  half talks first and takes every series; the second half sends 17 times the bytes, so at the
+  agent's first re-ranking, a minute after it starts, each of them takes a first-half name's
+  series (LABEL_BUDGET device and LABEL_BUDGET domain series dropped at once).
 * ``burst``: 20,000 small UDP frames a microsecond apart, for tcpreplay --topspeed into a live
   capture configured to fall behind (kernel and queue drops).
 """
@@ -31,6 +41,8 @@ from pcapgen import (
     UDP,
     Capture,
     arp,
+    dhcp,
+    dns_response,
     eth,
     icmp_echo,
     ipv4,
@@ -43,6 +55,13 @@ from pcapgen import (
 T0 = 1_700_000_000_000_000  # microseconds
 HOME, ROUTER, WEB, DNS_OUT, OTHER = "192.168.1.10", "192.168.1.1", "93.184.216.34", "8.8.8.8", "1.1.1.1"
 HOME6, WEB6 = "fd00::10", "2001:db8::80"
+LAPTOP = "laptop"  # what HOME calls itself in its DHCP request
+LABEL_BUDGET = 24  # device and domain series of the labels agent; each capture half has this many names
+
+
+def label_hosts() -> list[tuple[str, str]]:
+    """The labels agent's inventory: (name, address) of twice LABEL_BUDGET local devices."""
+    return [(f"host-{i:02d}", f"192.168.2.{i + 1}") for i in range(2 * LABEL_BUDGET)]
 
 
 def v4(proto: int, src: str, dst: str, payload: bytes) -> bytes:
@@ -81,6 +100,12 @@ def baseline() -> Capture:
         c.add(T0 + 402_000 + k * 10_000, v6(UDP, HOME6, WEB6, udp(51001, 443, bytes(300))))
         c.add(T0 + 403_000 + k * 10_000, v4(UDP, DNS_OUT, OTHER, udp(53, 53, bytes(80))))  # external: neither end is local
         c.add(T0 + 404_000 + k * 10_000, v4(GRE, HOME, WEB, bytes(64)))
+    # Names: HOME asks DHCP for its address as "laptop"; the router answers DNS for both web servers.
+    request = dhcp(MAC_A, 3, hostname=LAPTOP, requested=HOME)
+    c.add(T0 + 1_000, pad(eth(ETH_IPV4, MAC_A, "ff:ff:ff:ff:ff:ff") + ipv4(UDP, "0.0.0.0", "255.255.255.255", udp(68, 67, request))))
+    c.add(T0 + 2_000, v4(UDP, ROUTER, HOME, udp(53, 40100, dns_response("www.example.com", [("www.example.com", "A", WEB)]))))
+    org = dns_response("www.example.org", [("www.example.org", "AAAA", WEB6)], qtype=28)
+    c.add(T0 + 3_000, v4(UDP, ROUTER, HOME, udp(53, 40101, org)))
     c.add(T0 + 600_000, pad(eth(ETH_ARP, MAC_A, "ff:ff:ff:ff:ff:ff") + arp(1, MAC_A, HOME, "00:00:00:00:00:00", ROUTER)))
     c.add(T0 + 600_500, pad(eth(ETH_ARP, MAC_B, MAC_A) + arp(2, MAC_B, ROUTER, MAC_A, HOME)))
     c.add(T0 + 999_000, v4(UDP, HOME, ROUTER, udp(123, 123, bytes(48))))  # the pass lasts about a second
@@ -107,6 +132,28 @@ def conditions() -> Capture:
         bad = bytearray(v4(UDP, HOME, WEB, udp(60200 + k, 80, bytes(20))))
         bad[14] = 0x44  # IPv4 header length 4 words: less than the 20-byte minimum
         c.add(t + 2000, bytes(bad))
+    for k in range(10):  # name packets: an answer cut short (malformed), then three answers at once (two skipped)
+        t = T0 + 650_000 + k * 4_000
+        cut = dns_response(f"cut{k}.example.net", [(f"cut{k}.example.net", "A", f"203.0.113.{k + 1}")])[:20]
+        c.add(t, v4(UDP, ROUTER, HOME, udp(53, 42000 + k, cut)))
+        for j in range(3):
+            name = f"n{k}-{j}.example.net"
+            c.add(t + 2_000 + j, v4(UDP, ROUTER, HOME, udp(53, 42100 + 3 * k + j, dns_response(name, [(name, "A", f"203.0.113.{100 + 3 * k + j}")]))))
+    c.add(T0 + 999_000, v4(UDP, HOME, ROUTER, udp(123, 123, bytes(48))))
+    c.packets.sort(key=lambda p: p.ts_us)
+    return c
+
+
+def labels() -> Capture:
+    c = Capture()
+    hosts = label_hosts()
+    for i in range(len(hosts)):  # the router answers for one server of each domain (to an unnamed machine)
+        name = f"www.site{i:02d}.com"
+        c.add(T0 + i * 200, v4(UDP, ROUTER, HOME, udp(53, 43000 + i, dns_response(name, [(name, "A", f"198.51.100.{i + 1}")]))))
+    for i, (_, address) in enumerate(hosts):
+        first = i < LABEL_BUDGET  # the first half talks first, with small packets; the second later, with large ones
+        t = T0 + (100_000 if first else 500_000) + (i % LABEL_BUDGET) * 2_000
+        c.add(t, v4(UDP, address, f"198.51.100.{i + 1}", udp(44000 + i, 443, bytes(18 if first else 1000))))
     c.add(T0 + 999_000, v4(UDP, HOME, ROUTER, udp(123, 123, bytes(48))))
     c.packets.sort(key=lambda p: p.ts_us)
     return c
@@ -120,4 +167,5 @@ def burst(frames: int = 20_000) -> Capture:
 
 
 def write_all(folder: Path) -> dict[str, Path]:
-    return {name: build().write(folder / f"{name}.pcap") for name, build in (("baseline", baseline), ("conditions", conditions), ("burst", burst))}
+    builders = (("baseline", baseline), ("conditions", conditions), ("labels", labels), ("burst", burst))
+    return {name: build().write(folder / f"{name}.pcap") for name, build in builders}

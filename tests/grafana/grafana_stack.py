@@ -36,9 +36,13 @@ def free_port() -> int:
 
 
 def http_get(url: str, timeout: float = 5.0) -> bytes:
-    with urllib.request.urlopen(url, timeout=timeout) as r:
-        body: bytes = r.read()
-        return body
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            body: bytes = r.read()
+            return body
+    except urllib.error.HTTPError as e:
+        e.close()  # its connection, or the garbage collector warns (an error under pytest) whenever it gets to it
+        raise
 
 
 def wait_until(what: str, check: Callable[[], bool], timeout: float, every: float = 0.25) -> None:
@@ -69,7 +73,8 @@ class Prometheus:
             with urllib.request.urlopen(f"{self.url}/api/v1/{path}?{query}", timeout=10) as r:
                 body = json.load(r)
         except urllib.error.HTTPError as e:
-            body = json.load(e)
+            with e:
+                body = json.load(e)
         if body.get("status") != "success":
             raise PromError(f"{body.get('errorType')}: {body.get('error')}")
         return body["data"]
@@ -143,11 +148,17 @@ class Stack:
             if proc.poll() is not None:
                 raise RuntimeError(f"{name} exited with status {proc.returncode}:\n{self.log(name)}")
 
+    def _config(self, instance: str, config: dict[str, Any]) -> Path:
+        """The agent's config file, with a state directory of its own: the default, /var/lib/pktagent, would
+        have every agent of every run share one device database (and a real deployment's)."""
+        cfg = self.dir / f"{instance}.yml"
+        cfg.write_text(yaml.safe_dump({"state_dir": str(self.dir / f"{instance}-state"), **config}))
+        return cfg
+
     def agent(self, instance: str, pcap: Path, config: dict[str, Any]) -> None:
         """``pktagent run`` replaying ``pcap`` in a loop at its recorded pace."""
         port = free_port()
-        cfg = self.dir / f"{instance}.yml"
-        cfg.write_text(yaml.safe_dump(config))
+        cfg = self._config(instance, config)
         self._spawn(
             instance,
             [sys.executable, "-m", "agent", "run", "--pcap", str(pcap), "--loop", "--listen", f"127.0.0.1:{port}", "--config", str(cfg)],
@@ -158,8 +169,7 @@ class Stack:
     def live_agent(self, instance: str, pair: Any, config: dict[str, Any]) -> None:
         """``pktagent run`` capturing on ``pair.rx`` inside the receiver namespace, scraped through a bridge."""
         port = free_port()
-        cfg = self.dir / f"{instance}.yml"
-        cfg.write_text(yaml.safe_dump(config))
+        cfg = self._config(instance, config)
         self._spawn(instance, pair.in_receiver(sys.executable, "-m", "agent", "run", "-i", pair.rx, "--listen", f"127.0.0.1:{port}", "--config", str(cfg)))
         listener = socket.socket()
         listener.bind(("127.0.0.1", 0))

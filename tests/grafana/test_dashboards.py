@@ -166,6 +166,7 @@ def test_panels_cover_the_issue() -> None:
             "pktagent_packets_dropped_total",
             "pktagent_packets_duplicate_total",
             "pktagent_processing_busy_seconds_total",
+            "pktagent_processing_workers",
             rules.DROP_RATIO,
             rules.UTILISATION,
         ],
@@ -184,8 +185,19 @@ def test_panels_cover_the_issue() -> None:
             "pktagent_cache_hits_total",
             "pktagent_cache_misses_total",
             "pktagent_last_packet_timestamp_seconds",
+            "pktagent_processing_workers",
+            "pktagent_label_series_dropped_total",
+            "pktagent_learn_packets_total",
+            "pktagent_devices_known",
         ],
-        "pktagent-traffic.json": ["pktagent_traffic_bytes_total", "pktagent_traffic_packets_total"],
+        "pktagent-traffic.json": [
+            "pktagent_traffic_bytes_total",
+            "pktagent_traffic_packets_total",
+            "pktagent_device_bytes_total",
+            "pktagent_device_packets_total",
+            "pktagent_remote_bytes_total",
+            "pktagent_devices_known",
+        ],
     }
     for name, metrics in wanted.items():
         used = set().union(*(gx.metric_names(t["expr"]) for _, t in gx.targets(DASHBOARDS[name])))
@@ -193,10 +205,33 @@ def test_panels_cover_the_issue() -> None:
     traffic = " ".join(t["expr"] for _, t in gx.targets(DASHBOARDS["pktagent-traffic.json"]))
     for label in ("direction", "network", "transport"):
         assert f"sum by ({label})" in traffic
+    assert "sum by (instance, device, direction)" in traffic and "sum by (domain, direction)" in traffic
     agent = " ".join(t["expr"] for _, t in gx.targets(DASHBOARDS["pktagent-agent.json"]))
     for q in ("0.5", "0.9", "0.99"):
         assert f"histogram_quantile({q}, sum by (le) (rate(pktagent_batch_processing_seconds_bucket" in agent
     assert "layer" in agent and "by (reason)" in agent and "by (cache)" in agent
+    assert "by (label)" in agent and "by (result)" in agent
+
+
+def test_name_panels_ignore_the_interface_variable() -> None:
+    """Device and domain counters have no interface label: a matcher on it would select nothing."""
+    for name, d in DASHBOARDS.items():
+        for p, t in gx.targets(d):
+            names = gx.metric_names(t["expr"])
+            if names & {"pktagent_device_bytes_total", "pktagent_device_packets_total", "pktagent_remote_bytes_total", "pktagent_devices_known"}:
+                assert "interface" not in t["expr"], f"{name}: {p['title']}"
+
+
+def test_utilisation_is_per_worker() -> None:
+    """Wherever busy time is shown, it is divided by the agent's workers: --workers N agents are judged per worker."""
+    exprs = [(f"{n}: {p['title']}", t["expr"]) for n, d in DASHBOARDS.items() for p, t in gx.targets(d)]
+    exprs += [(r.get("record") or r["alert"], r["expr"]) for r in gx.rules()]
+    busy = [(where, e) for where, e in exprs if "pktagent_processing_busy_seconds_total" in e]
+    assert busy
+    for where, e in busy:
+        assert "/ on (job, instance) max by (job, instance) (pktagent_processing_workers" in e or "/ max(pktagent_processing_workers{" in e, where
+    shown = {where for where, e in exprs if rules.UTILISATION in e or "pktagent_processing_busy_seconds_total" in e}
+    assert {"PktagentNoHeadroom", "pktagent-fleet.json: Agents, worst first", "pktagent-agent.json: Utilisation and headroom"} <= shown
 
 
 def test_thresholds_drawn_are_the_alerts() -> None:
@@ -211,6 +246,7 @@ def test_thresholds_drawn_are_the_alerts() -> None:
     assert lines["Drop ratio by stage"] == config.DROP_RATIO
     assert lines["Decode error ratio"] == config.DECODE_ERROR_RATIO
     assert lines[f"Utilisation, top {config.TOPK}"] == config.UTILISATION
+    assert lines["Label series dropped"] == config.LABEL_CHURN_PER_MINUTE
 
 
 def test_metric_name_parser() -> None:

@@ -2,9 +2,15 @@
 
 The stack (module-scoped, about 20 s to build):
 
-* ``baseline``: ``pktagent run`` replaying ordinary mixed traffic in a loop;
+* ``baseline``: ``pktagent run`` replaying ordinary mixed traffic in a loop, with devices named by
+  DHCP and ARP (laptop) and by the inventory (router), and remote domains named by DNS answers;
 * ``conditions``: replaying a capture with more flows than its 16-flow table, duplicates and
-  malformed headers, sampling at 0.5 (evictions, decode errors, duplicates, sampled-out);
+  malformed headers, DNS answers cut short and more name packets than it reads per batch,
+  sampling at 0.5 (evictions, decode errors, duplicates, sampled-out, malformed and skipped
+  name packets);
+* ``labels``: replaying twice as many named devices and domains as its label budgets; its first
+  re-ranking, a minute after it starts, drops a budget's worth of series of each label (label
+  churn). The stack waits for it: most of its minute and a half is this wait;
 * ``live`` (as root, with tcpreplay): capturing on a veth inside a network namespace with a
   one-packet queue, batches of one and the smallest kernel buffer, while tcpreplay sends a burst
   at top speed from the other namespace (kernel and queue drops);
@@ -33,12 +39,27 @@ sys.path += [str(p) for p in (HERE, HERE.parents[1] / "grafana") if str(p) not i
 import grafana_captures as captures  # noqa: E402
 import grafana_exprs as gx  # noqa: E402
 from grafana_stack import JOB, Prometheus, Stack, finite, wait_until  # noqa: E402
+from pktagent_mixin import config as cfg  # noqa: E402
 from pktagent_mixin import rules as r  # noqa: E402
 
-REPLAYED = ("baseline", "conditions")
+REPLAYED = ("baseline", "conditions", "labels")
+TOP = cfg.TOPK
 RATE_INTERVAL = "4s"  # Grafana's $__rate_interval for a 1 s scrape interval: 4 x scrape interval
 LIVE_CONFIG = {"pipeline": {"batch_size": 1, "queue_capacity_packets": 1}, "capture": {"buffer_bytes": 65536}}
 BURST_LOOPS = 10  # 10 x 20,000 frames at top speed
+BASELINE_CONFIG = {
+    "flows": {"idle_timeout_seconds": 0.5, "linger_seconds": 0.1},
+    "devices": {"inventory": [{"name": "router", "addresses": [captures.ROUTER]}]},
+}
+CONDITIONS_CONFIG = {"flows": {"max_flows": 16}, "pipeline": {"sampling_rate": 0.5}, "devices": {"learn_per_batch": 1}}
+LABELS_CONFIG = {
+    "devices": {
+        "series_budget": captures.LABEL_BUDGET,
+        "domain_series_budget": captures.LABEL_BUDGET,
+        "inventory": [{"name": name, "addresses": [address]} for name, address in captures.label_hosts()],
+    }
+}
+RERANK_SECONDS = 60  # the agent re-ranks device and domain series once a minute of packet time (agent/usage.py)
 
 
 def live_possible() -> str:
@@ -73,8 +94,10 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     pair = None
     with Stack(work) as stack:
         try:
-            stack.agent("baseline", pcaps["baseline"], {"flows": {"idle_timeout_seconds": 0.5, "linger_seconds": 0.1}})
-            stack.agent("conditions", pcaps["conditions"], {"flows": {"max_flows": 16}, "pipeline": {"sampling_rate": 0.5}})
+            # First, as everything else waits for its first re-ranking, a minute after it starts.
+            stack.agent("labels", pcaps["labels"], LABELS_CONFIG)
+            stack.agent("baseline", pcaps["baseline"], BASELINE_CONFIG)
+            stack.agent("conditions", pcaps["conditions"], CONDITIONS_CONFIG)
             stack.dead_target("down")
             agents = REPLAYED
             if not missing:
@@ -109,6 +132,12 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
                     return len(got) == 2
 
                 wait_until("kernel and queue drops of the live agent in Prometheus", drops_seen, timeout=20)
+
+            def churned() -> bool:
+                stack.check_alive()
+                return len(prom.query('pktagent_label_series_dropped_total{instance="labels"} > 0')) == 2
+
+            wait_until("the labels agent's first re-ranking to drop device and domain series", churned, timeout=RERANK_SECONDS + 40)
             mark = time.time()
 
             def enough_data() -> bool:
@@ -232,6 +261,43 @@ def test_condition_panels_show_their_conditions(live: Live) -> None:
     assert nonzero_by(panel(live, traffic, "Bits/s by transport"), "transport") >= {"tcp", "udp", "icmp", "icmpv6", "other", "none"}
 
 
+def test_name_panels_show_devices_domains_and_churn(live: Live) -> None:
+    """Devices named by DHCP, ARP and the inventory; domains named by DNS; name packets by result; series dropped at the budget."""
+    traffic, agent = "pktagent-traffic.json", "pktagent-agent.json"
+    top = f"top {TOP}"
+    devices = panel(live, traffic, f"Bits/s by device, {top}")
+    assert nonzero_by([s for s in devices if s["metric"]["instance"] == "baseline"], "device") >= {captures.LAPTOP, "unnamed"}
+    assert {(s["metric"]["device"], s["metric"]["direction"]) for s in devices if s["metric"]["instance"] == "baseline"} >= {
+        (captures.LAPTOP, "transmit"),
+        (captures.LAPTOP, "receive"),
+    }
+    assert nonzero_by([s for s in devices if s["metric"]["instance"] == "labels"], "device") >= {"other"}
+    assert nonzero_by(panel(live, traffic, f"Packets/s by device, {top}"), "device") >= {captures.LAPTOP, "unnamed", "other"}
+    assert nonzero_by(panel(live, traffic, f"Bits/s by remote domain, {top}"), "domain") >= {"example.com", "example.org", "unknown", "other"}
+    table = {s["metric"]["domain"]: float(s["value"][1]) for s in panel(live, traffic, "Remote domains, bytes in range")}
+    assert table["example.com"] > 0 and table["example.org"] > 0
+    known = finite(panel(live, traffic, "Devices known"))[-1]
+    assert known == 3 + 2 * captures.LABEL_BUDGET  # baseline: laptop, router and the router's own MAC; labels: its inventory
+
+    # Exactly the names each agent learned or was given, on the raw series.
+    def named(metric: str, label: str, instance: str) -> set[str]:
+        return {s["metric"][label] for s in live.prom.query(f'sum by ({label}) ({metric}{{instance="{instance}"}}) > 0')}
+
+    assert named("pktagent_device_bytes_total", "device", "baseline") == {captures.LAPTOP, "router", "unnamed"}
+    assert named("pktagent_remote_bytes_total", "domain", "baseline") == {"example.com", "example.org", "unknown"}
+    assert named("pktagent_device_bytes_total", "device", "conditions") == {"unnamed"}
+
+    assert nonzero_by(panel(live, agent, "Name-learning packets", instance="baseline"), "result") == {"decoded"}
+    assert nonzero_by(panel(live, agent, "Name-learning packets", instance="conditions"), "result") == {"decoded", "malformed", "skipped"}
+    assert nonzero_by(panel(live, agent, "Label series dropped", instance="labels"), "label") == {"device", "domain"}
+    assert nonzero_by(panel(live, agent, "Label series dropped", instance="baseline"), "label") == set()
+    dropped = {s["metric"]["label"]: float(s["value"][1]) for s in live.prom.query('pktagent_label_series_dropped_total{instance="labels"}')}
+    assert dropped == {"device": captures.LABEL_BUDGET, "domain": captures.LABEL_BUDGET}  # every first-half name outranked, once
+    held = panel(live, agent, "Devices and label series", "B", instance="labels")
+    assert max(finite(held)) == captures.LABEL_BUDGET + 2  # the budget, plus other and unnamed
+    assert finite(panel(live, agent, "Workers", instance="baseline"))[-1] == 1
+
+
 def test_live_capture_drops_show_in_the_panels(live: Live) -> None:
     """A live agent that cannot keep up loses packets in the kernel and at its queue, and the panels say so."""
     need_root()
@@ -276,12 +342,14 @@ def test_every_rule_expression_evaluates(live: Live) -> None:
 
 def test_alert_expressions_pick_the_troubled_agents(live: Live) -> None:
     """Right now, without their "for": the down target is down, the conditions agent's table is full
-    and a sixth of its packets are malformed, the live agent drops; the baseline agent is in none."""
+    and a sixth of its packets are malformed, the labels agent has dropped a budget's worth of
+    series of each label, the live agent drops; the baseline agent is in none."""
     picked = {a["alert"]: {s["metric"].get("instance") for s in live.prom.query(a["expr"])} for a in gx.alerts()}
     assert picked["PktagentDown"] == {"down"}
     assert picked["PktagentFlowTableNearCapacity"] == {"conditions"}
     assert picked["PktagentDecodeErrorsHigh"] == {"conditions"}
     assert picked["PktagentNotScraped"] == set()
+    assert picked["PktagentLabelSeriesChurn"] == {"labels"}
     if not live.live_missing:
         assert "live" in picked["PktagentPacketsDropped"]
     assert [name for name, instances in picked.items() if "baseline" in instances] == []

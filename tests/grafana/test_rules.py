@@ -75,6 +75,9 @@ def test_the_issues_alerts_exist() -> None:
         "PktagentDecodeErrorsHigh",
     ):
         assert name in exprs_by_name
+    churn = exprs_by_name["PktagentLabelSeriesChurn"]
+    assert f"rate(pktagent_label_series_dropped_total[{config.LABEL_CHURN_WINDOW}])) * 60 > {config.LABEL_CHURN_PER_MINUTE:g}" in churn
+    assert "label" in churn.split("sum by (")[1].split(")")[0], "one alert per label: device and domain have budgets of their own"
 
 
 @pytest.mark.parametrize("alert", ALERTS, ids=[a["alert"] for a in ALERTS])
