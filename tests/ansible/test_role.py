@@ -49,6 +49,8 @@ UNIT = Path("/etc/systemd/system") / f"{NAME}.service"
 VENV = INSTALL_DIR / "venv"
 LISTEN = "127.0.0.1:10464"  # inside the receiver namespace, which has a loopback of its own
 PASSWORD = "s3cret-Passw0rd-never-logged"
+OTLP_TOKEN = "otlp-T0ken-never-logged"  # in the authorization header the agent sends its OTLP collector
+OTLP_ENDPOINT = "http://127.0.0.1:4318/v1/metrics"  # a collector inside the receiver namespace (the live test starts one)
 SYSTEM_PYTHON = "/usr/bin/python3"  # the target's Python, as on a Pi; not the controller's venv
 
 RECAP = re.compile(
@@ -170,6 +172,11 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         pktagent_devices=[{"name": "sender", "macs": [g.MAC_A]}],
         pktagent_web_listen_address=LISTEN,
         pktagent_web_basic_auth_users={"prometheus": PASSWORD},
+        pktagent_otlp_enabled=True,
+        pktagent_otlp_endpoint=OTLP_ENDPOINT,
+        pktagent_otlp_headers={"authorization": f"Bearer {OTLP_TOKEN}"},
+        pktagent_otlp_interval_seconds=1,
+        pktagent_otlp_timeout_seconds=5,
         pktagent_host_role="sensor",
     )
     inventory = write_inventory(work / "inventory.yml", {HOST: agent_vars}, {HOST: {"pktagent_file_sd_dir": str(file_sd)}})
@@ -226,12 +233,16 @@ def test_second_run_changes_nothing(deployment: Deployment) -> None:
 
 
 def test_secrets_stay_out_of_the_output(deployment: Deployment) -> None:
-    """The first run shows diffs (--diff), the second every result (-v): neither shows the password or its hash."""
+    """The first run shows diffs (--diff), the second every result (-v): neither shows the password, its hash or the OTLP token."""
     users = yaml.safe_load((CONFIG_DIR / "web-config.yml").read_text())["basic_auth_users"]
+    assert f"Bearer {OTLP_TOKEN}" in (CONFIG_DIR / "config.yml").read_text()  # it did reach the agent's config
     for run in (deployment.first, deployment.second):
         assert PASSWORD not in run.output
         assert users["prometheus"] not in run.output
+        assert OTLP_TOKEN not in run.output
     assert "--- before" in deployment.first.output  # --diff did show the other files
+    config_task = deployment.first.output.split("TASK [pktagent : Write the agent's config, checked by pktagent check-config]")[1].split("TASK [")[0]
+    assert "changed: [pktagent-ci]" in config_task and "--- before" not in config_task and "otlp" not in config_task, config_task  # no_log: no diff
 
 
 def test_service_user_has_no_login_shell(deployment: Deployment) -> None:
@@ -266,6 +277,14 @@ def test_config_passes_check_config(deployment: Deployment) -> None:
         "web": {"listen": LISTEN},
         "state_dir": str(STATE_DIR),
         "local_networks": ["10.9.0.0/16", "fd00:9::/64"],
+        "otlp": {
+            "enabled": True,
+            "endpoint": OTLP_ENDPOINT,
+            "protocol": "http/protobuf",
+            "headers": [f"authorization=Bearer {OTLP_TOKEN}"],
+            "interval_seconds": 1.0,
+            "timeout_seconds": 5.0,
+        },
     }
     st = config.stat()
     assert (stat.S_IMODE(st.st_mode), st.st_uid, grp.getgrgid(st.st_gid).gr_name) == (0o640, 0, NAME)
@@ -394,6 +413,39 @@ def fetch(netns: str, path: str, *, want: int = 200, wait: float = 0.0, auth: st
     return int(status or 0), body
 
 
+# An OTLP/HTTP collector for the live test, run inside the receiver namespace: one JSON line per export
+# (path, authorization header, metric names) appended to the file it is given.
+COLLECTOR = """
+import gzip, json, sys
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+
+class Handler(BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        if self.headers.get("Content-Encoding") == "gzip":
+            body = gzip.decompress(body)
+        request = ExportMetricsServiceRequest()
+        request.ParseFromString(body)
+        names = sorted({m.name for rm in request.resource_metrics for sm in rm.scope_metrics for m in sm.metrics})
+        with open(sys.argv[2], "a") as out:
+            print(json.dumps({"path": self.path, "authorization": self.headers.get("Authorization"), "metrics": names}), file=out)
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+HTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
+"""
+
+
+def exports(path: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
 def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
     return {(s.name, frozenset(s.labels.items())): s.value for family in text_string_to_metric_families(text) for s in family.samples}
 
@@ -435,6 +487,9 @@ def test_installed_agent_captures_as_the_service_user(deployment: Deployment, ve
     pcap, expected, filtered = known_traffic(tmp_path)
     STATE_DIR.mkdir(mode=0o750, exist_ok=True)  # what StateDirectory= makes
     shutil.chown(STATE_DIR, NAME, NAME)
+    received = tmp_path / "otlp.jsonl"
+    port = OTLP_ENDPOINT.split(":")[2].split("/")[0]
+    collector = subprocess.Popen(veth.in_receiver(sys.executable, "-c", COLLECTOR, port, str(received)), stderr=subprocess.PIPE, text=True)
     agent = subprocess.Popen(veth.in_receiver(*unit_command()), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd="/")
     try:
         status, body = fetch(veth.receiver, "/health", wait=20)
@@ -486,6 +541,17 @@ def test_installed_agent_captures_as_the_service_user(deployment: Deployment, ve
         assert octets == {k: float(b) for k, (_, b) in expected.items()}
         assert sum(v for (name, _), v in got.items() if name == "pktagent_decode_errors_total") == 0
 
+        # The role's otlp: section: the agent pushes to the collector every second, with the token from pktagent_otlp_headers.
+        deadline = time.monotonic() + 15
+        while not exports(received) and time.monotonic() < deadline and collector.poll() is None:
+            time.sleep(0.2)
+        first = exports(received)
+        assert first, collector.stderr.read() if collector.poll() is not None else "no OTLP export within 15 s"
+        assert (first[0]["path"], first[0]["authorization"]) == ("/v1/metrics", f"Bearer {OTLP_TOKEN}")
+        assert "pktagent.packets.captured" in first[0]["metrics"]  # type: ignore[operator]
+        status, text = fetch(veth.receiver, "/metrics")
+        assert samples(text).get(("pktagent_otlp_exports_total", frozenset({("result", "success")})), 0) >= 1
+
         # The role's health check, run in the namespace against the running agent: it passes and changes nothing.
         health = ansible_playbook(
             deployment.inventory,
@@ -502,6 +568,8 @@ def test_installed_agent_captures_as_the_service_user(deployment: Deployment, ve
     finally:
         agent.terminate()
         _, err = agent.communicate(timeout=20)
+        collector.terminate()
+        collector.communicate(timeout=20)
     assert agent.returncode == 0, err
 
 
@@ -513,6 +581,60 @@ def test_installed_agent_without_the_capability_says_so(deployment: Deployment, 
     lines = r.stderr.splitlines()
     assert len(lines) == 1, r.stderr
     assert lines[0].startswith("pktagent: CapturePermissionError: no permission to capture on pkt-rx (")
+
+
+@pytest.mark.live
+def test_otlp_over_grpc_installs_the_grpc_exporter(deployment: Deployment, veth: VethPair) -> None:
+    """gRPC needs pktagent[grpc], which check-config does not ask for but run does: the role installs it, and the agent starts.
+
+    This runs the role again with other settings, so it comes after every other test of the deployment.
+    """
+    run = ansible_playbook(deployment.inventory, "-e", json.dumps({"pktagent_otlp_protocol": "grpc", "pktagent_otlp_endpoint": "http://127.0.0.1:4317"}))
+    assert run.returncode == 0, run.output[-6000:]
+    assert run.changed == [
+        "pktagent : Install pktagent and its dependencies into the virtual environment",
+        "pktagent : Write the agent's config, checked by pktagent check-config",
+    ]
+    assert OTLP_TOKEN not in run.output
+    otlp = yaml.safe_load((CONFIG_DIR / "config.yml").read_text())["otlp"]
+    assert (otlp["protocol"], otlp["endpoint"]) == ("grpc", "http://127.0.0.1:4317")
+    found = subprocess.run([str(VENV / "bin" / "python"), "-c", "import opentelemetry.exporter.otlp.proto.grpc, grpc"], capture_output=True, text=True)
+    assert found.returncode == 0, found.stderr
+    STATE_DIR.mkdir(mode=0o750, exist_ok=True)
+    shutil.chown(STATE_DIR, NAME, NAME)
+    agent = subprocess.Popen(veth.in_receiver(*unit_command()), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd="/")
+    try:
+        status, body = fetch(veth.receiver, "/health", wait=20)
+        assert status == 200, (body, agent.poll(), agent.stderr.read() if agent.poll() is not None else "")
+    finally:
+        agent.terminate()
+        _, err = agent.communicate(timeout=30)
+    assert agent.returncode == 0, err
+    assert "grpc needs the gRPC exporter" not in err
+
+
+def test_preflight_refuses_bad_otlp_settings_before_changing_anything(tmp_path: Path) -> None:
+    """An HTTP endpoint without its path (the collector would get "/" and answer 404), or a header name with a space:
+    the host fails in preflight, and the header's value stays out of the output."""
+    need_root()
+    inventory = write_inventory(tmp_path / "inventory.yml", {"ci-otlp": local_host(ansible_become=False)})
+    settings = {
+        "pktagent_otlp_enabled": True,
+        "pktagent_otlp_endpoint": "http://collector.example:4318",
+        "pktagent_otlp_headers": {"authorization": OTLP_TOKEN},
+    }
+    run = ansible_playbook(inventory, "--tags", "pktagent_configure", "-e", json.dumps(settings))
+    assert run.returncode != 0 and run.recap["ci-otlp"]["failed"] == 1
+    assert "TASK [pktagent : Assert the OTLP settings are well formed]" in run.output
+    assert "must be the whole URL for http/protobuf, path included" in run.output
+    assert run.changed == [] and OTLP_TOKEN not in run.output
+
+    settings.update(pktagent_otlp_endpoint=OTLP_ENDPOINT, pktagent_otlp_headers={"x api key": OTLP_TOKEN})
+    run = ansible_playbook(inventory, "--tags", "pktagent_configure", "-e", json.dumps(settings))
+    assert run.returncode != 0 and run.recap["ci-otlp"]["failed"] == 1
+    failed = run.output.split("TASK [pktagent : Assert the OTLP headers are a mapping of header names to values]")[1].split("PLAY RECAP")[0]
+    assert "fatal: [ci-otlp]" in failed and "censored" in failed
+    assert run.changed == [] and OTLP_TOKEN not in run.output
 
 
 # -- the rollout ------------------------------------------------------------------------------------------
