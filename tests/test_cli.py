@@ -319,7 +319,7 @@ def test_run_on_a_port_in_use(capture: tuple[Known, Path]) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        done = pktagent("run", "--pcap", str(path), "--listen", f"127.0.0.1:{port}")
+        done = pktagent("run", "--pcap", str(path), "--listen", f"127.0.0.1:{port}", "--state-dir", str(path.parent / "state"))
     assert done.returncode == 1
     line = one_line(done.stderr)
     assert f"cannot listen on 127.0.0.1:{port}" in line

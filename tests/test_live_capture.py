@@ -79,12 +79,17 @@ def until(condition: Callable[[], Any], what: str, timeout: float = 15.0) -> Any
         time.sleep(0.1)
 
 
+def state_dir(args: tuple[str, ...], tmp_path: Path) -> list[str]:
+    """The test's own state directory (the flag wins over any config file's)."""
+    return ["--state-dir", str(tmp_path / "state")]
+
+
 @contextmanager
 def agent(pair: VethPair, tmp_path: Path, *args: str) -> Iterator[Agent]:
     log = tmp_path / "agent.log"
     with open(log, "w") as err:
         proc = subprocess.Popen(
-            pair.in_receiver(str(BIN / "pktagent"), "run", *args, "--listen", f"127.0.0.1:{PORT}"),
+            pair.in_receiver(str(BIN / "pktagent"), "run", *args, "--listen", f"127.0.0.1:{PORT}", *state_dir(args, tmp_path)),
             stdout=subprocess.DEVNULL,
             stderr=err,
             text=True,

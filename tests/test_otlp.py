@@ -36,7 +36,7 @@ def wait_for(condition: Callable[[], bool], timeout: float = 15.0) -> None:
 
 
 def agent_for(pcap: Path, endpoint: str, **otlp: object) -> Agent:
-    cfg = Config().replace("capture", pcap=(str(pcap),)).replace("web", listen="127.0.0.1:0")
+    cfg = Config().replace("capture", pcap=(str(pcap),)).replace("web", listen="127.0.0.1:0").replace(state_dir=str(pcap.parent / "state"))
     return Agent(cfg.replace("otlp", enabled=True, endpoint=endpoint, interval_seconds=0.5, **otlp))
 
 

@@ -90,7 +90,7 @@ def test_prometheus_scrapes_the_agent(tmp_path: Path) -> None:
     prom_port = until(lambda: (p := free_port()) != agent_port and p, "a second free port")
     config = tmp_path / "prometheus.yml"
     config.write_text(CONFIG.format(port=agent_port))
-    agent_args = [str(BIN / "pktagent"), "run", "--pcap", str(capture), "--listen", f"127.0.0.1:{agent_port}"]
+    agent_args = [str(BIN / "pktagent"), "run", "--pcap", str(capture), "--listen", f"127.0.0.1:{agent_port}", "--state-dir", str(capture.parent / "state")]
     prom_args = [
         prometheus,
         f"--config.file={config}",

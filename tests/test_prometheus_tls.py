@@ -29,6 +29,7 @@ def start_agent(tmp_path: Path, web_config: str) -> Agent:
     pcap = cap.write(tmp_path / "dns.pcap")
     (tmp_path / "web.yml").write_text(web_config)
     cfg = Config().replace("capture", pcap=(str(pcap),)).replace("web", listen="127.0.0.1:0", config_file=str(tmp_path / "web.yml"))
+    cfg = cfg.replace(state_dir=str(tmp_path / "state"))
     agent = Agent(cfg)
     agent.start()
     return agent
