@@ -263,6 +263,11 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         from agent import web
 
         web.load(cfg.web.config_file)
+    if cfg.otlp.protocol == "grpc":
+        from agent.otlp import grpc_available
+
+        if not grpc_available():
+            raise ConfigError(f"{args.file}: config key otlp.protocol: grpc needs the gRPC exporter: pip install 'pktagent[grpc]'")
     print(f"{args.file}: valid")
     return 0
 

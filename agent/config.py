@@ -89,6 +89,7 @@ class DevicesConfig:
     series_budget: int = field(default=50, metadata=_check(1, 10000))  # device label values with their own series
     domain_series_budget: int = field(default=50, metadata=_check(1, 10000))  # domain label values with their own series
     series_ttl_seconds: float = field(default=900.0, metadata=_check(1.0, 86400 * 30))  # a quiet series is dropped after this
+    series_rank_seconds: float = field(default=60.0, metadata=_check(1.0, 86400))  # how often the busiest names are ranked for series
     max_domain_addresses: int = field(default=16384, metadata=_check(16, 1 << 24))  # remote addresses with a known domain
     learn_per_batch: int = field(default=256, metadata=_check(0, 1 << 20))  # ARP/DHCP/DNS packets decoded per batch at most
     store_interval_seconds: float = field(default=5.0, metadata=_check(0.1, 3600))  # how often learned devices are written
@@ -165,8 +166,9 @@ class Config:
         if self.otlp.protocol not in ("", "http/protobuf", "grpc"):
             raise ConfigError(f"config key otlp.protocol: {self.otlp.protocol!r} is not http/protobuf or grpc")
         for i, item in enumerate(self.otlp.headers):
-            if "=" not in item:
-                raise ConfigError(f"config key otlp.headers[{i}]: {item!r} is not key=value")
+            if "=" not in item or not item.split("=", 1)[0].strip():
+                # The value may be a secret: the message does not repeat it.
+                raise ConfigError(f"config key otlp.headers[{i}]: must be name=value, such as authorization=Bearer <token>")
         if self.capture.loop and not self.capture.pcap:
             raise ConfigError("config key capture.loop: only applies to capture.pcap files")
 

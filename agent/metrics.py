@@ -171,6 +171,12 @@ def devices(s: Snapshot) -> Iterator[Metric]:
     for label, v in sorted(s.series_dropped.items()):
         dropped.add_metric([label], v)
     yield dropped
+    budget = GaugeMetricFamily(
+        f"{NS}_label_series_budget", "Named series a label may have at once (devices.series_budget, devices.domain_series_budget).", labels=["label"]
+    )
+    for label, v in sorted(s.series_budget.items()):
+        budget.add_metric([label], v)
+    yield budget
     learned = CounterMetricFamily(f"{NS}_learn_packets", "ARP, DHCP and DNS packets read for names, by result.", labels=["result"])
     for result, v in sorted(s.learned.items()):
         learned.add_metric([result], v)

@@ -227,6 +227,14 @@ METRICS: tuple[Mapped, ...] = (
         _counts("series_dropped", "pktagent.label.name"),
     ),
     Mapped(
+        "pktagent_label_series_budget",
+        "pktagent.label.series.budget",
+        "{series}",
+        "updown",
+        ("pktagent.label.name",),
+        _counts("series_budget", "pktagent.label.name"),
+    ),
+    Mapped(
         "pktagent_learn_packets_total", "pktagent.learn.packets", "{packet}", "counter", ("pktagent.learn.result",), _counts("learned", "pktagent.learn.result")
     ),
     Mapped(
@@ -332,12 +340,29 @@ class OtlpExport:
             self._provider = None
 
 
+def metrics_endpoint(endpoint: str, protocol: str) -> str:
+    """An OTLP/HTTP endpoint given without a path gets the metrics path, as the standard base endpoint does."""
+    from urllib.parse import urlsplit
+
+    if protocol == "http/protobuf" and urlsplit(endpoint).path in ("", "/"):
+        return endpoint.rstrip("/") + "/v1/metrics"
+    return endpoint
+
+
+def grpc_available() -> bool:
+    try:
+        import opentelemetry.exporter.otlp.proto.grpc.metric_exporter  # type: ignore[import-not-found]  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def _otlp_exporter(config: OtlpConfig) -> Any:
     protocol = config.protocol or os.environ.get("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL") or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "http/protobuf"
     headers = dict(h.split("=", 1) for h in config.headers) or None
     kwargs: dict[str, Any] = {"headers": headers, "timeout": config.timeout_seconds or None}
     if config.endpoint:
-        kwargs["endpoint"] = config.endpoint
+        kwargs["endpoint"] = metrics_endpoint(config.endpoint, protocol)
     if protocol == "grpc":
         try:
             from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter as GrpcExporter  # type: ignore[import-not-found]

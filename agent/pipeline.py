@@ -61,9 +61,9 @@ class Pipeline:
         d = config.devices
         self.learner = Learner(d.learn_per_batch)
         self.registry = self._registry(known_devices)
-        ttl_us = int(d.series_ttl_seconds * 1e6)
-        self.device_usage = TopN(d.series_budget, ttl_us, capacity=d.max_devices + 2, fixed=("other", "unnamed"))
-        self.domain_usage = TopN(d.domain_series_budget, ttl_us, capacity=d.max_domain_addresses + 2, fixed=("other", "unknown"))
+        ttl_us, rank_us = int(d.series_ttl_seconds * 1e6), int(d.series_rank_seconds * 1e6)
+        self.device_usage = TopN(d.series_budget, ttl_us, interval_us=rank_us, capacity=d.max_devices + 2, fixed=("other", "unnamed"))
+        self.domain_usage = TopN(d.domain_series_budget, ttl_us, interval_us=rank_us, capacity=d.max_domain_addresses + 2, fixed=("other", "unknown"))
         self.devices = NameLookup(self.registry, d.cache_size, int(d.cache_ttl_seconds * 1_000_000), self.device_usage.names)
         self.domains = DomainMap(d.max_domain_addresses, self.domain_usage.names)
         f = config.flows
@@ -233,5 +233,6 @@ class Pipeline:
             "device_series": tuple(UsageSeries(name, *v) for name, v in self.device_usage.series()),
             "domain_series": tuple(UsageSeries(name, *v) for name, v in self.domain_usage.series()),
             "series_dropped": {"device": self.device_usage.dropped, "domain": self.domain_usage.dropped},
+            "series_budget": {"device": self.device_usage.budget, "domain": self.domain_usage.budget},
             "learned": {"decoded": self.learner.decoded, "malformed": self.learner.malformed, "skipped": self.learner.skipped},
         }

@@ -68,6 +68,9 @@ class UsageSeries:
     tx_packets: float = 0.0
     rx_packets: float = 0.0
 
+    def values(self) -> tuple[float, float, float, float]:
+        return (self.tx_bytes, self.rx_bytes, self.tx_packets, self.rx_packets)
+
     def merge(self, other: UsageSeries) -> UsageSeries:
         return UsageSeries(
             self.name,
@@ -129,6 +132,7 @@ class Snapshot:
     device_series: tuple[UsageSeries, ...] = ()
     domain_series: tuple[UsageSeries, ...] = ()
     series_dropped: dict[str, int] = field(default_factory=dict)  # by label: device, domain
+    series_budget: dict[str, int] = field(default_factory=dict)  # by label: how many named series it may have
     learned: dict[str, int] = field(default_factory=dict)  # slow-path packets: decoded, malformed, skipped
     workers: int = 1  # processes whose figures these are
     extra: dict[str, object] = field(default_factory=dict)  # figures of optional parts (devices, OTLP)
@@ -174,6 +178,7 @@ class Snapshot:
             device_series=_merge_series(self.device_series, other.device_series),
             domain_series=_merge_series(self.domain_series, other.domain_series),
             series_dropped=_add_counts(self.series_dropped, other.series_dropped),
+            series_budget={**self.series_budget, **other.series_budget},  # one configuration: the same budgets
             learned=_add_counts(self.learned, other.learned),
             workers=self.workers + other.workers,
         )

@@ -47,6 +47,22 @@ class TopN:
         if name_ids.size == 0:
             return
         np.add.at(self.recent, name_ids, sizes)
+        series = self._series_for(name_ids)
+        k = self.totals.shape[0]
+        self.totals[:, measure_bytes] += np.bincount(series, weights=sizes, minlength=k) * scale
+        self.totals[:, measure_bytes + 2] += np.bincount(series, minlength=k) * scale
+
+    def add_totals(self, name_ids: I64, values: np.ndarray) -> None:
+        """Count ready-made amounts: row i of ``values`` is [tx bytes, rx bytes, tx packets, rx packets] of ``name_ids[i]``."""
+        if name_ids.size == 0:
+            return
+        np.add.at(self.recent, name_ids, values[:, TX_BYTES] + values[:, RX_BYTES])
+        series = self._series_for(name_ids)
+        k = self.totals.shape[0]
+        for measure in range(4):
+            self.totals[:, measure] += np.bincount(series, weights=values[:, measure], minlength=k)
+
+    def _series_for(self, name_ids: I64) -> I64:
         series = self.series_of[name_ids]
         if self._free_series and not series.all():
             # While the budget has room, a new name gets its series at once rather than at the next ranking.
@@ -55,9 +71,7 @@ class TopN:
                     break
                 self._give(self._free_series.pop(0), name)
             series = self.series_of[name_ids]
-        k = self.totals.shape[0]
-        self.totals[:, measure_bytes] += np.bincount(series, weights=sizes, minlength=k) * scale
-        self.totals[:, measure_bytes + 2] += np.bincount(series, minlength=k) * scale
+        return series
 
     def touch(self, name_ids: I64, now: int) -> None:
         if name_ids.size:
@@ -136,3 +150,45 @@ class TopN:
                 if label is not None:
                     out.append((label, self.totals[s].tolist()))
         return out
+
+
+class MergedUsage:
+    """Several workers' series of one label, added up under one budget.
+
+    Each worker's ``TopN`` series only grow while they exist, so the parent takes the growth of
+    each since the last look and counts it into a ``TopN`` of its own: the merged label keeps
+    its budget however many workers there are, and every merged counter only ever grows.
+
+    >>> merged = MergedUsage(TopN(budget=1, ttl_us=600_000_000))
+    >>> merged.update(0, [("tv", [100.0, 0.0, 1.0, 0.0])], now=1)
+    >>> merged.update(1, [("nas", [50.0, 0.0, 1.0, 0.0])], now=1)
+    >>> merged.top.series()
+    [('other', [50.0, 0.0, 1.0, 0.0]), ('unnamed', [0.0, 0.0, 0.0, 0.0]), ('tv', [100.0, 0.0, 1.0, 0.0])]
+    """
+
+    def __init__(self, top: TopN) -> None:
+        self.top = top
+        self._last: dict[int, dict[str, np.ndarray]] = {}  # worker -> its series' totals at the last look
+
+    def update(self, worker: int, series: Iterable[tuple[str, Iterable[float]]], now: int) -> None:
+        last = self._last.get(worker, {})
+        seen: dict[str, np.ndarray] = {}
+        names: list[int] = []
+        growth: list[np.ndarray] = []
+        for name, values in series:
+            current = np.asarray(list(values), np.float64)
+            before = last.get(name)
+            # A series the worker dropped and gave again since the last look starts from zero.
+            delta = current if before is None or (current < before).any() else current - before
+            seen[name] = current
+            if delta.any():
+                names.append(self.top.names.intern(name))
+                growth.append(delta)
+        self._last[worker] = seen
+        if names:
+            ids = np.asarray(names, np.int64)
+            self.top.add_totals(ids, np.vstack(growth))
+            self.top.touch(ids, now)
+        self.top.maybe_rerank(now)
+        if len(self.top.names) > 0.9 * self.top.names.capacity:
+            self.top.prune()

@@ -20,13 +20,16 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 from agent.capture import Source
 from agent.config import Config
 from agent.engine import Engine
 from agent.learn import Observations
 from agent.pipeline import Pipeline
 from agent.registry import Device
-from agent.snapshot import Snapshot
+from agent.snapshot import Snapshot, UsageSeries
+from agent.usage import MergedUsage, TopN
 
 log = logging.getLogger("pktagent.workers")
 
@@ -49,6 +52,7 @@ class WorkerPool:
         self._procs: list[Any] = []
         self._lock = threading.Lock()
         self.observations: list[tuple[Observations, int]] = []  # learned by the workers (and when), for the parent's store
+        self._devices, self._domains = merged_usage(config, workers)
 
     def start(self) -> None:
         ctx = multiprocessing.get_context("fork")
@@ -82,7 +86,17 @@ class WorkerPool:
         total = snaps[0]
         for s in snaps[1:]:
             total = total.merge(s)
-        return total
+        # Per-device and per-domain series: one budget for the agent, not one per worker.
+        now = int(max(float(np.max(s.last_packet_seconds, initial=0.0)) for s in snaps) * 1e6)  # packet time, as the workers rank by
+        for w, s in enumerate(snaps):
+            self._devices.update(w, ((u.name, u.values()) for u in s.device_series), now)
+            self._domains.update(w, ((u.name, u.values()) for u in s.domain_series), now)
+        return total.replace(
+            device_series=tuple(UsageSeries(name, *v) for name, v in self._devices.top.series()),
+            domain_series=tuple(UsageSeries(name, *v) for name, v in self._domains.top.series()),
+            series_dropped={"device": self._devices.top.dropped, "domain": self._domains.top.dropped},
+            series_budget={"device": self._devices.top.budget, "domain": self._domains.top.budget},
+        )
 
     def reconfigure(self, config: Config, keys: Sequence[str]) -> None:
         with self._lock:
@@ -148,3 +162,18 @@ class WorkerPool:
             pass
         finally:
             engine.close()
+
+
+def merged_usage(config: Config, workers: int) -> tuple[MergedUsage, MergedUsage]:
+    """The parent's device and domain series: the budgets of one agent, fed by every worker."""
+    d = config.devices
+    ttl_us, rank_us = int(d.series_ttl_seconds * 1e6), int(d.series_rank_seconds * 1e6)
+
+    def top(budget: int, most: int, fixed: tuple[str, str]) -> TopN:
+        # Room for every name the workers may hold a series for at once, and the names ranked against them.
+        return TopN(budget, ttl_us, interval_us=rank_us, capacity=min(most, workers * budget * 4) + 2, fixed=fixed)
+
+    return (
+        MergedUsage(top(d.series_budget, d.max_devices, ("other", "unnamed"))),
+        MergedUsage(top(d.domain_series_budget, d.max_domain_addresses, ("other", "unknown"))),
+    )

@@ -285,6 +285,8 @@ def test_two_workers_share_one_interface_without_counting_twice(veth: VethPair, 
         # Both directions of a flow hash to one worker, so each flow starts once.
         assert flows_started(samples) == k.flows_started
         assert series(samples, "pktagent_processing_workers") == {(): 2}
+        # One label budget for the agent, not one per worker.
+        assert series(samples, "pktagent_label_series_budget") == {("device",): 50, ("domain",): 50}
         assert series(samples, "pktagent_flows_capacity") == {(): 2 * 65536}
         a.stop()
 

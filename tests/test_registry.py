@@ -18,6 +18,7 @@ from agent.learn import dns
 from agent.pipeline import Pipeline
 from agent.replay import replay_files
 from agent.store import Store, StoreWriter, read_devices
+from agent.usage import MergedUsage, TopN
 
 ROUTER, ROUTER_MAC = "192.168.1.1", "02:00:00:00:00:01"
 TV_MAC, PHONE_MAC, PHONE_RANDOM_MAC, PI_MAC = "00:11:22:33:44:20", "00:11:22:33:44:40", "da:11:22:33:44:41", "b8:27:eb:00:00:30"
@@ -181,6 +182,32 @@ def test_label_budget_holds_under_a_flood_of_devices_and_names() -> None:
     assert (domain_map.entries, domain_map.evictions) == (256, 100_000 - 256)
     assert len(qs["domain_series"]) <= 5 + 2
     assert len(q.domain_usage.names) <= q.domain_usage.names.capacity
+
+
+def test_workers_series_add_up_under_one_budget_and_only_grow() -> None:
+    """Two workers each hold their own series; the merged view keeps one budget and never goes back."""
+    merged = MergedUsage(TopN(budget=2, ttl_us=10_000_000, interval_us=1_000_000))
+    tv, nas, pi = [1000.0, 10.0, 1.0, 1.0], [500.0, 0.0, 1.0, 0.0], [100.0, 0.0, 1.0, 0.0]
+    merged.update(0, [("other", [0.0] * 4), ("tv", tv), ("pi", pi)], now=0)
+    merged.update(1, [("other", [0.0] * 4), ("nas", nas)], now=0)
+    view = dict(merged.top.series())
+    # tv and pi took the two series first; nas, over budget, counts as 'other'.
+    assert view == {"other": nas, "unnamed": [0.0] * 4, "tv": tv, "pi": pi}
+    # Worker 0 drops pi and gives it again (its series restarts from zero): the merge takes the new growth.
+    merged.update(0, [("other", [0.0] * 4), ("tv", [2000.0, 20.0, 2.0, 2.0]), ("pi", [40.0, 0.0, 1.0, 0.0])], now=500_000)
+    merged.update(1, [("other", [0.0] * 4), ("nas", [600_000.0, 0.0, 9.0, 0.0])], now=500_000)
+    view = dict(merged.top.series())
+    assert view["pi"] == [140.0, 0.0, 2.0, 0.0]
+    assert view["tv"] == [2000.0, 20.0, 2.0, 2.0]
+    assert view["other"] == [600_000.0, 0.0, 9.0, 0.0]
+    # At the next ranking nas, far busier, takes pi's place; what it sent before stays in 'other'.
+    merged.update(1, [("other", [0.0] * 4), ("nas", [600_100.0, 0.0, 10.0, 0.0])], now=1_000_000)
+    view = dict(merged.top.series())
+    assert sorted(view) == ["nas", "other", "tv", "unnamed"]
+    assert (view["other"], view["nas"]) == ([600_100.0, 0.0, 10.0, 0.0], [0.0] * 4)
+    assert merged.top.dropped == 1
+    merged.update(1, [("other", [0.0] * 4), ("nas", [600_150.0, 0.0, 11.0, 0.0])], now=1_100_000)
+    assert dict(merged.top.series())["nas"] == [50.0, 0.0, 1.0, 0.0]
 
 
 def test_a_damaged_database_is_moved_aside_and_capture_goes_on(tmp_path: Path) -> None:

@@ -95,7 +95,8 @@ class Learner:
 
     def observe(self, batch: Batch) -> Observations:
         out = Observations()
-        counted = batch.counted
+        # Every frame but a duplicate: a name in a packet that sampling leaves out is still a name.
+        counted = ~batch.duplicate if batch.duplicate.size else np.ones(len(batch), np.bool_)
         arp = np.flatnonzero((batch.network == labels.ARP) & (batch.error == 0) & counted)
         wanted = (batch.transport == labels.UDP) & batch.has_ports & counted & _FROM_PORT[batch.sport]
         rows = np.concatenate((arp, np.flatnonzero(wanted)))
