@@ -14,11 +14,16 @@ class Receiver:
 
     def __init__(self, port: int = 0) -> None:
         self.requests: list[ExportMetricsServiceRequest] = []
-        received = self.requests
+        self.wrong_paths: list[str] = []
+        received, wrong = self.requests, self.wrong_paths
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if self.path != "/v1/metrics":  # as the OpenTelemetry Collector's OTLP/HTTP receiver does
+                    wrong.append(self.path)
+                    self.send_error(404)
+                    return
                 req = ExportMetricsServiceRequest()
                 req.ParseFromString(body)
                 received.append(req)

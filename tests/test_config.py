@@ -59,6 +59,7 @@ state_dir: /tmp/x
         ("capture: {interfaces: [eth0], pcap: [a.pcap]}", "choose one source"),
         ("[1, 2]", "the config: must be a mapping of keys to values, got list"),
         ("pipeline: [", "not valid YAML at line 2"),
+        ("otlp: {headers: ['Bearer s3cret']}", "config key otlp.headers[0]: must be name=value, such as authorization=Bearer <token>"),
     ],
 )
 def test_mistakes_name_the_key_and_what_is_wrong(tmp_path: Path, text: str, message: str) -> None:
@@ -69,6 +70,7 @@ def test_mistakes_name_the_key_and_what_is_wrong(tmp_path: Path, text: str, mess
     assert message in str(e.value)
     assert str(e.value).startswith(str(f))
     assert "\n" not in str(e.value)
+    assert "s3cret" not in str(e.value)  # a header value may be a secret: never repeated
 
 
 def test_unreadable_file(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from agent.app import Agent, otlp_enabled
 from agent.cli import exposition
 from agent.config import Config, OtlpConfig
-from agent.otlp import METRICS
+from agent.otlp import METRICS, metrics_endpoint
 
 
 def fixture(path: Path, packets: int = 40) -> Path:
@@ -118,6 +118,21 @@ def test_collector_down_then_back(tmp_path: Path) -> None:
 def test_standard_environment_variables_turn_export_on(env: dict[str, str], on: bool) -> None:
     assert otlp_enabled(OtlpConfig(), env) is on
     assert otlp_enabled(OtlpConfig(enabled=True), {}) is True
+
+
+def test_an_endpoint_without_a_path_gets_the_metrics_path(tmp_path: Path) -> None:
+    receiver = Receiver()
+    agent = agent_for(fixture(tmp_path / "d.pcap", packets=2), f"http://127.0.0.1:{receiver.port}")
+    agent.start()
+    try:
+        wait_for(lambda: len(receiver.requests) >= 1)
+        assert receiver.wrong_paths == []
+    finally:
+        agent.stop()
+        receiver.close()
+    assert metrics_endpoint("http://collector:4318/", "http/protobuf") == "http://collector:4318/v1/metrics"
+    assert metrics_endpoint("http://collector:4318/custom/metrics", "http/protobuf") == "http://collector:4318/custom/metrics"
+    assert metrics_endpoint("http://collector:4317", "grpc") == "http://collector:4317"
 
 
 def test_every_prometheus_family_has_an_otlp_name(tmp_path: Path) -> None:

@@ -101,6 +101,14 @@ def test_names_learned_from_dhcp_arp_mdns_llmnr_dns_label_the_traffic(tmp_path: 
     assert snap.learned == {"decoded": 9, "malformed": 0, "skipped": 0}
 
 
+def test_names_come_from_packets_that_sampling_leaves_out(tmp_path: Path) -> None:
+    """Sampling thins the traffic counters, not what the agent knows: all 9 name packets are read."""
+    snap = replay_files(Config().replace("pipeline", sampling_rate=0.000001), [home_network().write(tmp_path / "home.pcap")])
+    assert int(snap.sampled_out.sum()) == 49  # every packet left out (1 in a million kept)...
+    assert snap.learned == {"decoded": 9, "malformed": 0, "skipped": 0}  # ...yet every name learned
+    assert snap.devices_known == 6
+
+
 def test_registry_contents_and_the_devices_command(tmp_path: Path) -> None:
     pcap = home_network().write(tmp_path / "home.pcap")
     state = tmp_path / "state"
