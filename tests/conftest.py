@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests' own helpers: pcapgen, netns
+# The tests' own helpers: pcapgen, netns, ... and the Ansible tests' ansible_cli.
+sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "ansible")]
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 CORPUS = Path(os.environ.get("PKTAGENT_CORPUS", ROOT.parent / "shared" / "corpus")) / "tcpdump"

@@ -6,7 +6,6 @@ None of these change the machine: the role's real run is in test_role.py.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,33 +13,10 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import ROOT, need, need_tool
+from ansible_cli import ANSIBLE, ROLE, ansible_env, ansible_tool
+from conftest import need_tool
 
-ANSIBLE = ROOT / "ansible"
-ROLE = ANSIBLE / "roles" / "pktagent"
-BIN = Path(sys.executable).parent
 PLAYBOOKS = sorted(p.name for p in ANSIBLE.glob("*.yml"))
-
-
-def ansible_tool(name: str) -> Path:
-    path = BIN / name
-    need(path.exists(), f"{name} in {BIN} (pip install -e '.[dev]' installs ansible-core and ansible-lint)")
-    return path
-
-
-def ansible_env(**extra: str) -> dict[str, str]:
-    """The environment for Ansible's commands: the project's venv first on PATH, no colour."""
-    env = dict(os.environ)
-    env.update(
-        PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
-        ANSIBLE_CONFIG=str(ANSIBLE / "ansible.cfg"),
-        ANSIBLE_NOCOLOR="1",
-        ANSIBLE_FORCE_COLOR="0",
-        NO_COLOR="1",
-        PY_COLORS="0",
-    )
-    env.update(extra)
-    return env
 
 
 def test_ansible_lint_production_profile() -> None:

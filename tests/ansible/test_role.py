@@ -14,7 +14,6 @@ import configparser
 import grp
 import importlib.util
 import json
-import os
 import pwd
 import re
 import shlex
@@ -32,14 +31,13 @@ from pathlib import Path
 import pcapgen as g
 import pytest
 import yaml
+from ansible_cli import ANSIBLE, BIN, ansible_env, ansible_tool
 from conftest import ROOT, need, need_root, need_tool
 from netns import VethPair
 from prometheus_client.parser import text_string_to_metric_families
 
 from agent import __version__
 
-ANSIBLE = ROOT / "ansible"
-BIN = Path(sys.executable).parent
 HOST = "pktagent-ci"
 NAME = "pktagent-test"  # user, group, unit and directories of the test instance
 INSTALL_DIR = Path("/opt") / NAME
@@ -62,23 +60,6 @@ TASK = re.compile(r"^(?:TASK|RUNNING HANDLER) \[(?P<name>.+?)\] \*+$")
 
 
 # -- running Ansible ------------------------------------------------------------------------------
-
-
-def ansible_tool(name: str) -> Path:
-    path = BIN / name
-    need(path.exists(), f"{name} in {BIN} (pip install -e '.[dev]' installs ansible-core and ansible-lint)")
-    return path
-
-
-def ansible_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
-        ANSIBLE_CONFIG=str(ANSIBLE / "ansible.cfg"),
-        ANSIBLE_NOCOLOR="1",
-        ANSIBLE_FORCE_COLOR="0",
-    )
-    return env
 
 
 @dataclass
