@@ -53,5 +53,12 @@ bench: $(BIN)/pktagent system-deps
 bench-live: $(BIN)/pktagent system-deps
 	$(BIN)/python bench/live.py
 
+# Long runs beyond `make test`: FUZZ_SECONDS of random frames; SOAK_SECONDS of live traffic at SOAK_PPS (root).
+fuzz: $(VENV)/.dev
+	$(BIN)/python bench/fuzz.py --seconds $${FUZZ_SECONDS:-600}
+
+soak: $(BIN)/pktagent system-deps
+	$(BIN)/python bench/soak.py --seconds $${SOAK_SECONDS:-600} --pps $${SOAK_PPS:-50000}
+
 clean:
 	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache

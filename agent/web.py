@@ -75,7 +75,10 @@ class WebSecurity:
 
         hashed = self.users.get(user)
         # An unknown user costs the same bcrypt round as a known one: the timing tells nothing.
-        ok = bcrypt.checkpw(password.encode(), hashed or _DUMMY_HASH) and hashed is not None
+        # One check at a time (as exporter-toolkit does): a storm of wrong passwords takes one
+        # core at most, never every core from capture.
+        with _BCRYPT_LOCK:
+            ok = bcrypt.checkpw(password.encode(), hashed or _DUMMY_HASH) and hashed is not None
         if ok:
             with self._lock:
                 self._verified[key] = None
@@ -84,6 +87,7 @@ class WebSecurity:
         return ok
 
 
+_BCRYPT_LOCK = threading.Lock()
 _DUMMY_HASH = b"$2b$10$C6UzMDM.H6dfI/f/IKxGhuSWbIDtAOgTCXpCgROujDWsHaRPZs2Ue"
 
 

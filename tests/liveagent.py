@@ -17,13 +17,14 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from netns import VethPair
+from waiting import until
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -154,14 +155,14 @@ class LiveAgent:
                 return samples
             time.sleep(0.2)
 
-    def stop(self) -> str:
-        """SIGTERM, which must end the agent cleanly; returns its log."""
+    def stop(self, within: float = 2.0) -> str:
+        """SIGTERM, which must end the agent cleanly within ``within`` seconds (the README promises 2); returns its log."""
         self.proc.send_signal(signal.SIGTERM)
         try:
-            code = self.proc.wait(timeout=5)
+            code = self.proc.wait(timeout=within)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            raise AssertionError("the agent did not stop within 5 s of SIGTERM") from None
+            raise AssertionError(f"the agent did not stop within {within:g} s of SIGTERM") from None
         log = self.log.read_text()
         if code != 0 or "Traceback" in log:
             raise AssertionError(f"the agent exited with {code}:\n{log}")
@@ -169,24 +170,27 @@ class LiveAgent:
 
 
 @contextmanager
-def live_agent(pair: VethPair, workdir: Path, *args: str, timeout: float = 20.0) -> Iterator[LiveAgent]:
-    """An agent capturing on ``pair.rx``, serving on the receiver namespace's loopback, until the block ends."""
+def live_agent(pair: VethPair, workdir: Path, *args: str, interfaces: Sequence[str] | None = None, timeout: float = 20.0) -> Iterator[LiveAgent]:
+    """An agent capturing on ``interfaces`` (default: ``pair.rx``), serving on the receiver namespace's loopback, until the block ends."""
     log = workdir / "agent.log"
     state = workdir / "state"
     state.mkdir(exist_ok=True)
+    capture = [a for i in (interfaces if interfaces is not None else [pair.rx]) for a in ("-i", i)]
     with open(log, "w") as err:
         proc = subprocess.Popen(
-            pair.in_receiver(str(BIN / "pktagent"), "run", "-i", pair.rx, "--listen", f"127.0.0.1:{PORT}", "--state-dir", str(state), *args),
+            pair.in_receiver(str(BIN / "pktagent"), "run", *capture, "--listen", f"127.0.0.1:{PORT}", "--state-dir", str(state), *args),
             stdout=subprocess.DEVNULL,
             stderr=err,
         )
     agent = LiveAgent(pair, proc, log)
     try:
-        deadline = time.monotonic() + timeout
-        while agent.get("/health")[0] != 200:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"the agent did not serve /health with its capture up:\n{log.read_text()}")
-            time.sleep(0.1)
+        # Serving, and every capture open and reading.
+        try:
+            until(lambda: proc.poll() is not None or agent.get("/health")[0] == 200, "/health", timeout)
+        except AssertionError:
+            raise AssertionError(f"the agent did not serve /health with its captures up:\n{log.read_text()}") from None
+        if proc.poll() is not None:
+            raise AssertionError(f"the agent did not start:\n{log.read_text()}")
         yield agent
     finally:
         if proc.poll() is None:

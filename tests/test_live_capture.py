@@ -7,103 +7,19 @@ own loopback and is fetched from inside it.
 
 from __future__ import annotations
 
-import signal
 import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import pytest
 from conftest import need_tool
 from known import L4, R4, Known, mixed
+from liveagent import LiveAgent, Samples, live_agent
 from netns import VethPair, sh
 from pcapgen import ETH_IPV4, ICMP, UDP, Capture, eth, icmp_echo, ipv4, udp
-from prometheus_client.parser import text_string_to_metric_families
+from waiting import until
 
 pytestmark = pytest.mark.live
-
-BIN = Path(sys.executable).parent
-PORT = 10464  # the receiver namespace is new: nothing else listens there
-FETCH = """
-import sys, urllib.error, urllib.request
-try:
-    r = urllib.request.urlopen(sys.argv[1], timeout=5)
-except urllib.error.HTTPError as e:
-    r = e
-sys.stdout.write(str(r.status) + "\\n" + r.read().decode())
-"""
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-class Agent:
-    """``pktagent run`` in the receiver namespace, and HTTP GETs from inside it."""
-
-    def __init__(self, pair: VethPair, proc: subprocess.Popen[str], log: Path) -> None:
-        self.pair, self.proc, self.log = pair, proc, log
-
-    def get(self, path: str) -> tuple[int, str]:
-        done = subprocess.run(self.pair.in_receiver(sys.executable, "-c", FETCH, f"http://127.0.0.1:{PORT}{path}"), capture_output=True, text=True, timeout=10)
-        if done.returncode != 0:
-            return 0, done.stderr  # not serving yet
-        status, _, body = done.stdout.partition("\n")
-        return int(status), body
-
-    def metrics(self) -> Samples:
-        status, body = self.get("/metrics")
-        assert status == 200, body
-        return {(s.name, frozenset(s.labels.items())): s.value for f in text_string_to_metric_families(body) for s in f.samples}
-
-    def stop(self) -> None:
-        """SIGTERM, which must end the agent cleanly within two seconds."""
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            code = self.proc.wait(timeout=2)
-        except subprocess.TimeoutExpired:
-            pytest.fail("the agent did not stop within 2 s of SIGTERM")
-        assert code == 0
-        stderr = self.log.read_text()
-        assert "Traceback" not in stderr, stderr
-
-
-def until(condition: Callable[[], Any], what: str, timeout: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = condition()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.1)
-
-
-def state_dir(args: tuple[str, ...], tmp_path: Path) -> list[str]:
-    """The test's own state directory (the flag wins over any config file's)."""
-    return ["--state-dir", str(tmp_path / "state")]
-
-
-@contextmanager
-def agent(pair: VethPair, tmp_path: Path, *args: str) -> Iterator[Agent]:
-    log = tmp_path / "agent.log"
-    with open(log, "w") as err:
-        proc = subprocess.Popen(
-            pair.in_receiver(str(BIN / "pktagent"), "run", *args, "--listen", f"127.0.0.1:{PORT}", *state_dir(args, tmp_path)),
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-            text=True,
-        )
-    a = Agent(pair, proc, log)
-    try:
-        # Serving, and every capture open and reading.
-        until(lambda: proc.poll() is not None or a.get("/health")[0] == 200, "the agent to serve /health with its captures up")
-        assert proc.poll() is None, log.read_text()
-        yield a
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10)
 
 
 @pytest.fixture(autouse=True)
@@ -147,7 +63,7 @@ def flows_started(samples: Samples) -> dict[str, float]:
     return {t: v for (t,), v in series(samples, "pktagent_flows_started_total").items() if v}
 
 
-def wait_processed(a: Agent, interfaces: dict[str, int]) -> Samples:
+def wait_processed(a: LiveAgent, interfaces: dict[str, int]) -> Samples:
     def done() -> Samples | None:
         samples = a.metrics()
         processed = series(samples, "pktagent_packets_processed_total")
@@ -173,7 +89,7 @@ def small() -> Known:
 def test_live_capture_counts_every_frame_exactly(veth: VethPair, tmp_path: Path) -> None:
     k = mixed(big=False)
     path = k.capture.write(tmp_path / "mixed.pcap")
-    with agent(veth, tmp_path, "-i", veth.rx) as a:
+    with live_agent(veth, tmp_path) as a:
         assert series(a.metrics(), "pktagent_packets_captured_total") == {(veth.rx,): 0}
         send(veth, veth.tx, path, k.frames)
         samples = wait_processed(a, {veth.rx: k.frames})
@@ -198,7 +114,7 @@ def test_bpf_filter_keeps_only_what_it_matches(veth: VethPair, tmp_path: Path) -
         if cell[1] in ("icmp", "icmpv6"):
             pings.add(p.frame, cell, proto)
     assert (pings.frames, k.frames) == (5, 31)
-    with agent(veth, tmp_path, "-i", veth.rx, "--bpf", "icmp or icmp6") as a:
+    with live_agent(veth, tmp_path, "--bpf", "icmp or icmp6") as a:
         send(veth, veth.tx, path, k.frames)
         samples = wait_processed(a, {veth.rx: pings.frames})
         assert_counts(samples, veth.rx, pings)
@@ -217,7 +133,7 @@ def test_two_interfaces_keep_separate_series(veth: VethPair, tmp_path: Path) -> 
     first, second = mixed(big=False), small()
     p1 = first.capture.write(tmp_path / "first.pcap")
     p2 = second.capture.write(tmp_path / "second.pcap")
-    with agent(veth, tmp_path, "-i", veth.rx, "-i", rx2) as a:
+    with live_agent(veth, tmp_path, interfaces=[veth.rx, rx2]) as a:
         send(veth, veth.tx, p1, first.frames)
         send(veth, tx2, p2, second.frames)
         samples = wait_processed(a, {veth.rx: first.frames, rx2: second.frames})
@@ -238,7 +154,7 @@ def test_frames_cut_by_the_snaplen_count_their_length_on_the_wire(veth: VethPair
     path = k.capture.write(tmp_path / "mixed.pcap")
     config = tmp_path / "pktagent.yaml"
     config.write_text("capture:\n  snaplen: 128\n")
-    with agent(veth, tmp_path, "--config", str(config), "-i", veth.rx) as a:
+    with live_agent(veth, tmp_path, "--config", str(config)) as a:
         send(veth, veth.tx, path, k.frames)
         samples = wait_processed(a, {veth.rx: k.frames})
         assert_counts(samples, veth.rx, k)
@@ -250,7 +166,7 @@ def test_a_capture_that_goes_away_is_reported_down_and_comes_back(veth: VethPair
     first, second = mixed(big=False), small()
     p1 = first.capture.write(tmp_path / "first.pcap")
     p2 = second.capture.write(tmp_path / "second.pcap")
-    with agent(veth, tmp_path, "-i", veth.rx) as a:
+    with live_agent(veth, tmp_path) as a:
         send(veth, veth.tx, p1, first.frames)
         wait_processed(a, {veth.rx: first.frames})
         sh("ip", "-n", veth.sender, "link", "del", veth.tx)  # takes its peer, the captured interface, with it
@@ -278,7 +194,7 @@ def test_two_workers_share_one_interface_without_counting_twice(veth: VethPair, 
     """--workers 2: two handles in one PACKET_FANOUT_HASH group, two pipelines, one /metrics."""
     k = mixed(big=False)
     path = k.capture.write(tmp_path / "mixed.pcap")
-    with agent(veth, tmp_path, "-i", veth.rx, "--workers", "2") as a:
+    with live_agent(veth, tmp_path, "--workers", "2") as a:
         send(veth, veth.tx, path, k.frames)
         samples = wait_processed(a, {veth.rx: k.frames})
         assert_counts(samples, veth.rx, k)
@@ -295,7 +211,7 @@ def test_an_interface_that_goes_down_is_reported_and_counted_again_when_up(veth:
     first, second = mixed(big=False), small()
     p1 = first.capture.write(tmp_path / "first.pcap")
     p2 = second.capture.write(tmp_path / "second.pcap")
-    with agent(veth, tmp_path, "-i", veth.rx) as a:
+    with live_agent(veth, tmp_path) as a:
         send(veth, veth.tx, p1, first.frames)
         wait_processed(a, {veth.rx: first.frames})
         down_at = time.monotonic()
@@ -322,7 +238,7 @@ def test_started_as_root_it_runs_as_the_configured_user_with_cap_net_raw_only(ve
     conf.write_text(f"user: nobody\nstate_dir: {tmp_path / 'state'}\n")
     first, second = mixed(big=False), small()
     p1, p2 = first.capture.write(tmp_path / "first.pcap"), second.capture.write(tmp_path / "second.pcap")
-    with agent(veth, tmp_path, "-i", veth.rx, "--config", str(conf)) as a:
+    with live_agent(veth, tmp_path, "--config", str(conf)) as a:
         status = Path(f"/proc/{a.proc.pid}/status").read_text()
         fields = dict(line.split(":", 1) for line in status.splitlines())
         assert fields["Uid"].split()[:2] == ["65534", "65534"]  # nobody

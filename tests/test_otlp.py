@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pcapgen as g
 import pytest
 from otlp_receiver import Receiver
 from prometheus_client.parser import text_string_to_metric_families
+from waiting import until
 
 from agent.app import Agent, otlp_enabled
 from agent.cli import exposition
@@ -25,14 +24,6 @@ def fixture(path: Path, packets: int = 40) -> Path:
     # and one frame whose TCP header is cut short: a decode error (transport "other", no flow)
     cap.add(1_700_000_000_200_000, g.eth(g.ETH_IPV4) + g.ipv4(g.TCP, "192.168.1.2", "93.184.216.34", g.tcp(1, 2)[:10]))
     return cap.write(path)
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out")
-        time.sleep(0.05)
 
 
 def agent_for(pcap: Path, endpoint: str, **otlp: object) -> Agent:
@@ -53,9 +44,9 @@ def test_receiver_gets_every_metric_with_the_values_prometheus_sees(tmp_path: Pa
     agent = agent_for(fixture(tmp_path / "a.pcap"), receiver.endpoint)
     agent.start()
     try:
-        wait_for(lambda: int(agent.snapshot().processed.sum()) == 41)
+        until(lambda: int(agent.snapshot().processed.sum()) == 41)
         seen = len(receiver.requests)
-        wait_for(lambda: len(receiver.requests) >= seen + 2)  # an export that surely saw all 40
+        until(lambda: len(receiver.requests) >= seen + 2)  # an export that surely saw all 40
         got = receiver.latest()
         prom = prometheus_values(agent)
     finally:
@@ -90,12 +81,12 @@ def test_collector_down_then_back(tmp_path: Path) -> None:
     agent = agent_for(fixture(tmp_path / "b.pcap"), f"http://127.0.0.1:{port}/v1/metrics", timeout_seconds=0.5)
     agent.start()
     try:
-        wait_for(lambda: agent.snapshot().extra.get("otlp_exports", {}).get("failure", 0) >= 2)  # type: ignore[union-attr]
+        until(lambda: agent.snapshot().extra.get("otlp_exports", {}).get("failure", 0) >= 2)  # type: ignore[union-attr]
         assert int(agent.snapshot().processed.sum()) == 41  # capture went on regardless
         receiver = Receiver(port)
         try:
-            wait_for(lambda: len(receiver.requests) >= 1)
-            wait_for(lambda: agent.snapshot().extra["otlp_exports"]["success"] >= 1)  # type: ignore[index]
+            until(lambda: len(receiver.requests) >= 1)
+            until(lambda: agent.snapshot().extra["otlp_exports"]["success"] >= 1)  # type: ignore[index]
             processed = dict((tuple(sorted(a.items())), v) for a, v in receiver.latest()["pktagent.packets.processed"])
             assert processed == {(("network.interface.name", "b.pcap"),): 41}
         finally:
@@ -125,7 +116,7 @@ def test_an_endpoint_without_a_path_gets_the_metrics_path(tmp_path: Path) -> Non
     agent = agent_for(fixture(tmp_path / "d.pcap", packets=2), f"http://127.0.0.1:{receiver.port}")
     agent.start()
     try:
-        wait_for(lambda: len(receiver.requests) >= 1)
+        until(lambda: len(receiver.requests) >= 1)
         assert receiver.wrong_paths == []
     finally:
         agent.stop()

@@ -12,18 +12,17 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import pytest
 from conftest import need_tool
 from known import mixed
+from waiting import until
 
 BIN = Path(sys.executable).parent
 CONFIG = """\
@@ -55,17 +54,6 @@ def get(url: str) -> tuple[int, bytes]:
         return 0, b""  # not listening yet
 
 
-def until(condition: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = condition()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.1)
-
-
 @contextmanager
 def process(args: list[str], log: Path, *, stop_within: float) -> Iterator[subprocess.Popen[bytes]]:
     with open(log, "wb") as out:
@@ -87,7 +75,7 @@ def test_prometheus_scrapes_the_agent(tmp_path: Path) -> None:
     k = mixed()
     capture = k.capture.write(tmp_path / "mixed.pcap")
     agent_port = free_port()
-    prom_port = until(lambda: (p := free_port()) != agent_port and p, "a second free port")
+    prom_port = until(lambda: (p := free_port()) != agent_port and p, "a second free port", timeout=30)
     config = tmp_path / "prometheus.yml"
     config.write_text(CONFIG.format(port=agent_port))
     agent_args = [str(BIN / "pktagent"), "run", "--pcap", str(capture), "--listen", f"127.0.0.1:{agent_port}", "--state-dir", str(capture.parent / "state")]
@@ -115,12 +103,12 @@ def test_prometheus_scrapes_the_agent(tmp_path: Path) -> None:
         process(agent_args, tmp_path / "agent.log", stop_within=2) as agent,
         process(prom_args, tmp_path / "prometheus.log", stop_within=10) as prom,
     ):
-        until(lambda: agent.poll() is not None or get(f"http://127.0.0.1:{agent_port}/health")[0] == 200, "the agent to serve /health")
+        until(lambda: agent.poll() is not None or get(f"http://127.0.0.1:{agent_port}/health")[0] == 200, "the agent to serve /health", timeout=30)
         assert agent.poll() is None, (tmp_path / "agent.log").read_text()
-        until(lambda: prom.poll() is not None or get(f"{api}/-/ready")[0] == 200, "Prometheus to be ready")
+        until(lambda: prom.poll() is not None or get(f"{api}/-/ready")[0] == 200, "Prometheus to be ready", timeout=30)
         assert prom.poll() is None, (tmp_path / "prometheus.log").read_text()
         # The replay is over once every frame is processed, and a scrape after that holds the final totals.
-        until(lambda: value('pktagent_packets_processed_total{job="pktagent"}') == k.frames, f"Prometheus to see {k.frames} packets processed")
+        until(lambda: value('pktagent_packets_processed_total{job="pktagent"}') == k.frames, f"Prometheus to see {k.frames} packets processed", timeout=30)
 
         target = {"instance": f"127.0.0.1:{agent_port}", "job": "pktagent"}
         (series,) = query("pktagent_packets_processed_total")

@@ -133,3 +133,35 @@ def test_verified_credentials_are_cached_but_bounded() -> None:
     assert not sec.check("Basic " + base64.b64encode(b"u:nope").decode())
     assert not sec.check("Basic !!!") and not sec.check("Bearer x") and not sec.check(None)
     assert len(sec._verified) == 1
+
+
+def test_wrong_passwords_are_checked_one_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A storm of bad credentials runs bcrypt on one thread at a time, so it can take one core at most."""
+    import threading
+    import time
+
+    sec = web.from_mapping({"basic_auth_users": {"u": HASH}})
+    running, most, lock = [0], [0], threading.Lock()
+    real = bcrypt.checkpw
+
+    def counting_checkpw(password: bytes, hashed: bytes) -> bool:
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.02)
+        try:
+            return real(password, hashed)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    monkeypatch.setattr(bcrypt, "checkpw", counting_checkpw)
+    results: list[bool] = []
+    threads = [threading.Thread(target=lambda i=i: results.append(sec.check("Basic " + base64.b64encode(f"u:wrong{i}".encode()).decode()))) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [False] * 8
+    assert most[0] == 1
+    assert len(sec._verified) == 0  # failures are never remembered

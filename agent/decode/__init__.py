@@ -34,6 +34,8 @@ def _window(raw: RawBatch, head: np.ndarray, l3: np.ndarray) -> np.ndarray:
     """Each frame's first ``WINDOW`` bytes from its network header on: a view of ``head`` when every
     network header starts at the same offset (the usual case), else rows shifted group by group."""
     width = ip.WINDOW
+    if l3.size == 0:
+        return head[:, :width]
     counts = np.bincount(np.clip(l3, 0, HEAD))
     usual = int(np.argmax(counts))  # the offset most frames share (14 on Ethernet without tags)
     if counts[usual] == l3.size and usual + width <= HEAD:
