@@ -58,7 +58,7 @@ class WorkerPool:
         ctx = multiprocessing.get_context("fork")
         for w in range(self.n):
             parent, child = ctx.Pipe()
-            proc = ctx.Process(target=self._worker, args=(w, child), daemon=True, name=f"worker-{w}")
+            proc = ctx.Process(target=self._worker, args=(w, child, parent), daemon=True, name=f"worker-{w}")
             proc.start()
             child.close()
             self._conns.append(parent)
@@ -117,7 +117,12 @@ class WorkerPool:
 
     # -- in a worker ----------------------------------------------------------------------
 
-    def _worker(self, w: int, conn: Any) -> None:
+    def _worker(self, w: int, conn: Any, parent_end: Any) -> None:
+        # Only the parent may hold the parent's ends of the pipes: then a parent that dies, even
+        # by SIGKILL, closes them all, and every worker reads EOF and stops.
+        parent_end.close()
+        for other in self._conns:
+            other.close()
         pipeline = Pipeline(self.config, self.interfaces, self._known)
         pending: list[Observations] = []
         last_now = [0]

@@ -98,6 +98,15 @@ def children(pid: int) -> list[int]:
     return out
 
 
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie has stopped: only its parent has still to reap it)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
 def status_kb(pid: int, field: str = "VmRSS") -> int:
     """A field of /proc/PID/status in kB (0 when the process has gone)."""
     try:

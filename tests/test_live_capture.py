@@ -7,6 +7,7 @@ own loopback and is fetched from inside it.
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import need_tool
 from known import L4, R4, Known, mixed
-from liveagent import LiveAgent, Samples, live_agent
+from liveagent import LiveAgent, Samples, alive, children, live_agent
 from netns import VethPair, sh
 from pcapgen import ETH_IPV4, ICMP, UDP, Capture, eth, icmp_echo, ipv4, udp
 from waiting import until
@@ -205,6 +206,16 @@ def test_two_workers_share_one_interface_without_counting_twice(veth: VethPair, 
         assert series(samples, "pktagent_label_series_budget") == {("device",): 50, ("domain",): 50}
         assert series(samples, "pktagent_flows_capacity") == {(): 2 * 65536}
         a.stop()
+
+
+def test_workers_stop_when_the_agent_is_killed(veth: VethPair, tmp_path: Path) -> None:
+    """SIGKILL gives the agent no chance to stop its workers: they see their pipes close and stop themselves."""
+    with live_agent(veth, tmp_path, "--workers", "2") as a:
+        workers = children(a.pid)
+        assert len(workers) == 2, workers
+        a.proc.send_signal(signal.SIGKILL)
+        a.proc.wait(10)
+        until(lambda: not any(alive(pid) for pid in workers), "the workers of a killed agent to stop", timeout=5)
 
 
 def test_an_interface_that_goes_down_is_reported_and_counted_again_when_up(veth: VethPair, tmp_path: Path) -> None:

@@ -49,6 +49,7 @@ DECODED = (
     ("frame_hash", np.uint64),
 )
 COLUMN_BYTES = 8 * (len(RAW) + len(DECODED))  # per packet, each column padded to 8 bytes
+_PARENT_ENDS: weakref.WeakSet[Any] = weakref.WeakSet()  # this process's ends of its readers' pipes
 
 
 class ForkedSource:
@@ -73,6 +74,7 @@ class ForkedSource:
         self._buf: memoryview = self._shm.buf  # type: ignore[assignment]
         ctx = multiprocessing.get_context("fork")
         self._conn, child_conn = ctx.Pipe()
+        _PARENT_ENDS.add(self._conn)
         self._proc = ctx.Process(target=self._child, args=(source, child_conn, slots), daemon=True, name=f"reader-{self.name}")
         self._proc.start()
         child_conn.close()
@@ -126,16 +128,25 @@ class ForkedSource:
 
     def close(self) -> None:
         self._closed = True
+        _PARENT_ENDS.discard(self._conn)
         self._proc.terminate()
         self._proc.join(2.0)
         self._conn.close()
-        with contextlib.suppress(BufferError):  # a batch still views it: the memory goes when that does
+        try:
             self._shm.close()
+        except BufferError:
+            # A batch still views the memory: the mapping goes with the last view, not here (and
+            # not in SharedMemory.__del__, which would try again and fail the same way).
+            self._shm._mmap = None  # type: ignore[attr-defined]
         self._shm.unlink()
 
     # -- child ----------------------------------------------------------------------------
 
     def _child(self, source: Source, conn: Any, slots: int) -> None:
+        # Only the parent may hold the parent's ends of the pipes (this reader's and any other's):
+        # then a parent that dies, even by SIGKILL, closes them, and this reader reads EOF and stops.
+        for end in list(_PARENT_ENDS):
+            end.close()
         free = list(range(slots))
         pending: RawBatch | None = None
         try:
