@@ -136,12 +136,13 @@ class Agent:
             self.pool = WorkerPool(config, names, config.capture.workers)
         else:
             self.engine.open_all()
+        # The captures are open (a mistake there is the one error to report); now the device store.
         self.store_writer = open_store(config)
         if self.store_writer is not None:
             known = self.store_writer.store.load()
             self.pipeline.adopt_devices(known)
             if self.pool is not None:
-                self.pool._known = known
+                self.pool.adopt_devices(known)
             self.store_writer.registry = self.pipeline.registry
         self._sync: threading.Thread | None = None
         self._stopping = threading.Event()

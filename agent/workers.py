@@ -54,6 +54,10 @@ class WorkerPool:
         self.observations: list[tuple[Observations, int]] = []  # learned by the workers (and when), for the parent's store
         self._devices, self._domains = merged_usage(config, workers)
 
+    def adopt_devices(self, known_devices: Sequence[Device]) -> None:
+        """Devices an earlier run learned, for every worker to start from (before ``start``)."""
+        self._known = list(known_devices)
+
     def start(self) -> None:
         ctx = multiprocessing.get_context("fork")
         for w in range(self.n):
