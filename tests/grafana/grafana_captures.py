@@ -8,9 +8,9 @@
   example.org and unknown.
 * ``conditions``: what a healthy network rarely shows, so that the panels for it have data:
   64 concurrent UDP flows (against a 16-flow table: evictions), duplicate frames, malformed
-  headers (a TCP header cut short, a TCP data offset of 3, an IPv4 header length of 4), DNS
-  answers cut short (malformed name packets), and answers three at a time (against a limit of
-  one per batch: skipped).
+  headers (a TCP header cut short, a TCP data offset of 3, an IPv4 header length of 4), and
+  DNS answers four at a time, the first cut short, against a limit of two read per batch: one
+  malformed, one decoded, two skipped.
 * ``labels``: twice as many named devices and domains as the agent's label budgets. The first
   half talks first and takes every series; the second half sends 17 times the bytes, so at the
   agent's first re-ranking, a minute after it starts, each of them takes a first-half name's
@@ -132,13 +132,13 @@ def conditions() -> Capture:
         bad = bytearray(v4(UDP, HOME, WEB, udp(60200 + k, 80, bytes(20))))
         bad[14] = 0x44  # IPv4 header length 4 words: less than the 20-byte minimum
         c.add(t + 2000, bytes(bad))
-    for k in range(10):  # name packets: an answer cut short (malformed), then three answers at once (two skipped)
+    for k in range(10):  # name packets within 3 µs: an answer cut short (malformed), then three answers (one decoded, two skipped)
         t = T0 + 650_000 + k * 4_000
         cut = dns_response(f"cut{k}.example.net", [(f"cut{k}.example.net", "A", f"203.0.113.{k + 1}")])[:20]
         c.add(t, v4(UDP, ROUTER, HOME, udp(53, 42000 + k, cut)))
         for j in range(3):
             name = f"n{k}-{j}.example.net"
-            c.add(t + 2_000 + j, v4(UDP, ROUTER, HOME, udp(53, 42100 + 3 * k + j, dns_response(name, [(name, "A", f"203.0.113.{100 + 3 * k + j}")]))))
+            c.add(t + 1 + j, v4(UDP, ROUTER, HOME, udp(53, 42100 + 3 * k + j, dns_response(name, [(name, "A", f"203.0.113.{100 + 3 * k + j}")]))))
     c.add(T0 + 999_000, v4(UDP, HOME, ROUTER, udp(123, 123, bytes(48))))
     c.packets.sort(key=lambda p: p.ts_us)
     return c

@@ -51,7 +51,7 @@ BASELINE_CONFIG = {
     "flows": {"idle_timeout_seconds": 0.5, "linger_seconds": 0.1},
     "devices": {"inventory": [{"name": "router", "addresses": [captures.ROUTER]}]},
 }
-CONDITIONS_CONFIG = {"flows": {"max_flows": 16}, "pipeline": {"sampling_rate": 0.5}, "devices": {"learn_per_batch": 1}}
+CONDITIONS_CONFIG = {"flows": {"max_flows": 16}, "pipeline": {"sampling_rate": 0.5}, "devices": {"learn_per_batch": 2}}
 LABELS_CONFIG = {
     "devices": {
         "series_budget": captures.LABEL_BUDGET,
