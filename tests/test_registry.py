@@ -159,7 +159,7 @@ def test_label_budget_holds_under_a_flood_of_devices_and_names() -> None:
     cfg = Config().replace("devices", series_budget=5, domain_series_budget=5, max_devices=64, max_domain_addresses=256, learn_per_batch=100_000)
     p = Pipeline(cfg, ["eth0"])
     frames = []
-    for i in range(10_000):  # 10k new MACs, each announcing an address by ARP and then talking
+    for i in range(100_000):  # 100k new MACs, each announcing an address by ARP and then talking
         mac_text = f"02:{i >> 16 & 0xFF:02x}:{i >> 8 & 0xFF:02x}:{i & 0xFF:02x}:00:01"
         ip = f"10.{i >> 16 & 0xFF}.{i >> 8 & 0xFF}.{i & 0xFF}"
         frames.append(eth_from(mac_text, g.ETH_ARP) + g.arp(2, mac_text, ip, ROUTER_MAC, ROUTER))
@@ -183,8 +183,10 @@ def test_label_budget_holds_under_a_flood_of_devices_and_names() -> None:
     snap = p.snapshot_fields()
     assert snap["devices_known"] == 64  # the registry stays within max_devices
     registry = next(c for c in snap["caches"] if c.name == "device_registry")
-    assert registry.evictions == 10_000 - 64
+    assert registry.evictions == 100_000 - 64
     assert len(snap["device_series"]) <= 5 + 2  # the budget, plus 'other' and 'unnamed'
+    assert len(p.device_usage.names) <= p.device_usage.names.capacity
+    assert int(snap["processed"].sum()) == len(frames)  # and every frame was counted
     qs = q.snapshot_fields()
     domain_map = next(c for c in qs["caches"] if c.name == "domain_map")
     assert (domain_map.entries, domain_map.evictions) == (256, 100_000 - 256)
