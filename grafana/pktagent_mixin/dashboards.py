@@ -613,12 +613,13 @@ def agent() -> dict[str, Any]:
                 (
                     timeseries(
                         "Devices and label series",
-                        "Devices the agent knows, and the device and domain series it exports (the budget's names plus other and unnamed/unknown).",
+                        "Devices the agent knows, and the device and domain series it exports (the budget's names plus other and unnamed/unknown) against each label's budget.",
                         "short",
                         [
                             target(q.selector("pktagent_devices_known", *F), "devices known"),
                             target(f"count({q.selector('pktagent_device_bytes_total', *F, DIR_TX)})", "device series"),
                             target(f"count({q.selector('pktagent_remote_bytes_total', *F, DIR_TX)})", "domain series"),
+                            target(f"max by (label) ({q.selector('pktagent_label_series_budget', *F)})", "{{label}} budget"),
                         ],
                         low=0,
                     ),
