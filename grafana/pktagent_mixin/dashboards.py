@@ -613,7 +613,7 @@ def agent() -> dict[str, Any]:
                 (
                     timeseries(
                         "Devices and label series",
-                        "Devices the agent knows, and the device and domain series it exports (the budget's names plus other and unnamed/unknown) against each label's budget.",
+                        "Devices known, and the device and domain series exported (named ones plus other and unnamed/unknown) against each label's budget.",
                         "short",
                         [
                             target(q.selector("pktagent_devices_known", *F), "devices known"),
