@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -26,7 +24,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
-from netns import VethPair  # noqa: E402 - the tests' namespace helper
+from netns import VethPair, require_namespaces  # noqa: E402 - the tests' namespace helper
+from run import pktagent_command  # noqa: E402 - the offline benchmark's way to find the agent
 
 PORT = 10464
 FETCH = "import sys, urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())"
@@ -110,15 +109,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pcap", type=Path, default=HERE / "data" / "w1.pcap")
     ap.add_argument("--config", type=Path, help="agent config to run with (e.g. a larger capture.buffer_bytes)")
     args = ap.parse_args(argv)
-    if os.geteuid() != 0:
-        raise SystemExit("the live benchmark makes network namespaces: run it as root")
-    for tool in ("tcpreplay", "ip"):
-        if shutil.which(tool) is None:
-            raise SystemExit(f"{tool} is not installed")
+    require_namespaces("the live benchmark")
     if not args.pcap.exists():
         subprocess.run([sys.executable, str(HERE / "workloads.py"), "--out", str(args.pcap.parent), "w1"], check=True)
-    found = shutil.which("pktagent", path=str(Path(sys.executable).parent))
-    agent = [found] if found else [sys.executable, "-m", "agent"]
+    agent = pktagent_command()
     pair = VethPair.create("bench")
     rows = []
     try:

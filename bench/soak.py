@@ -33,7 +33,6 @@ import argparse
 import itertools
 import json
 import math
-import os
 import shutil
 import sys
 import tempfile
@@ -45,7 +44,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 from liveagent import Replay, cells, counts, live_agent, rss_tree, scaled, unique_home_mix  # noqa: E402 - the tests' live harness
-from netns import VethPair  # noqa: E402
+from netns import VethPair, require_namespaces  # noqa: E402
 
 MONOTONIC = ("captured", "processed", "duplicate", "sampled_out", "unsupported", "dropped_kernel", "dropped_interface", "dropped_queue", "traffic_packets")
 
@@ -203,11 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--packets", type=int, default=20_000, help="W1 packets to generate for one pass (default 20000)")
     ap.add_argument("--json", type=Path, help="also write the summary here")
     args = ap.parse_args(argv)
-    if os.geteuid() != 0:
-        raise SystemExit("the soak makes network namespaces: run it as root")
-    for tool in ("tcpreplay", "ip"):
-        if shutil.which(tool) is None:
-            raise SystemExit(f"{tool} is not installed")
+    require_namespaces("the soak")
     summary = soak(
         seconds=args.seconds,
         pps=args.pps,

@@ -6,12 +6,22 @@ Traffic sent here never leaves the two namespaces this module creates.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from dataclasses import dataclass
 
 
 def sh(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return subprocess.run(args, check=check, capture_output=True, text=True)
+
+
+def require_namespaces(what: str) -> None:
+    """For a command-line tool: exit with one line unless this process can make namespaces and send into them."""
+    if os.geteuid() != 0:
+        raise SystemExit(f"{what} makes network namespaces: run it as root")
+    for tool in ("tcpreplay", "ip"):
+        if shutil.which(tool) is None:
+            raise SystemExit(f"{tool} is not installed")
 
 
 @dataclass

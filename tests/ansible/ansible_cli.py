@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -32,3 +33,11 @@ def ansible_env(**extra: str) -> dict[str, str]:
     )
     env.update(extra)
     return env
+
+
+def run_ansible(tool: str, *args: str, timeout: float = 120, netns: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run one of Ansible's commands in ``ansible/`` (inside network namespace ``netns`` if given), output captured."""
+    cmd = [str(ansible_tool(tool)), *args]
+    if netns:
+        cmd = ["ip", "netns", "exec", netns, *cmd]
+    return subprocess.run(cmd, cwd=ANSIBLE, env=ansible_env(), capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)

@@ -13,15 +13,14 @@ from typing import Any
 
 import pytest
 import yaml
-from ansible_cli import ANSIBLE, ROLE, ansible_env, ansible_tool
+from ansible_cli import ANSIBLE, ROLE, run_ansible
 from conftest import need_tool
 
 PLAYBOOKS = sorted(p.name for p in ANSIBLE.glob("*.yml"))
 
 
 def test_ansible_lint_production_profile() -> None:
-    lint = ansible_tool("ansible-lint")
-    r = subprocess.run([str(lint)], cwd=ANSIBLE, env=ansible_env(), capture_output=True, text=True, timeout=300)
+    r = run_ansible("ansible-lint", timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "Profile 'production' was required, and it passed." in r.stdout + r.stderr
 
@@ -32,15 +31,7 @@ def test_there_are_playbooks() -> None:
 
 @pytest.mark.parametrize("playbook", PLAYBOOKS)
 def test_syntax_check(playbook: str) -> None:
-    ansible_playbook = ansible_tool("ansible-playbook")
-    r = subprocess.run(
-        [str(ansible_playbook), "--syntax-check", "-i", "inventory/example.yml", playbook],
-        cwd=ANSIBLE,
-        env=ansible_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    r = run_ansible("ansible-playbook", "--syntax-check", "-i", "inventory/example.yml", playbook)
     assert r.returncode == 0, r.stdout + r.stderr
     assert f"playbook: {playbook}" in r.stdout
 
@@ -83,33 +74,14 @@ def test_every_variable_is_in_the_readme() -> None:
 
 def test_targets_of_the_example_fleet(tmp_path: Path) -> None:
     """The targets play on the example inventory: one target per agent, site from its site_* group, role from its host var."""
-    ansible_playbook = ansible_tool("ansible-playbook")
-    r = subprocess.run(
-        [
-            str(ansible_playbook),
-            "-i",
-            "inventory/example.yml",
-            "site.yml",
-            "--limit",
-            "prometheus",
-            "--tags",
-            "pktagent_targets",
-            "-e",
-            json.dumps(
-                {
-                    "ansible_connection": "local",
-                    "ansible_python_interpreter": sys.executable,
-                    "ansible_become": False,
-                    "pktagent_file_sd_dir": str(tmp_path / "file_sd"),
-                }
-            ),
-        ],
-        cwd=ANSIBLE,
-        env=ansible_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    extra = {
+        "ansible_connection": "local",
+        "ansible_python_interpreter": sys.executable,
+        "ansible_become": False,
+        "pktagent_file_sd_dir": str(tmp_path / "file_sd"),
+    }
+    play = ("-i", "inventory/example.yml", "site.yml", "--limit", "prometheus", "--tags", "pktagent_targets")
+    r = run_ansible("ansible-playbook", *play, "-e", json.dumps(extra))
     assert r.returncode == 0, r.stdout + r.stderr
     targets = json.loads((tmp_path / "file_sd" / "pktagent.json").read_text())
     assert targets == [

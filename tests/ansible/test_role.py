@@ -31,7 +31,7 @@ from pathlib import Path
 import pcapgen as g
 import pytest
 import yaml
-from ansible_cli import ANSIBLE, BIN, ansible_env, ansible_tool
+from ansible_cli import ANSIBLE, BIN, ansible_tool, run_ansible
 from conftest import ROOT, need, need_root, need_tool
 from netns import VethPair
 from prometheus_client.parser import text_string_to_metric_families
@@ -83,10 +83,7 @@ def parse_run(returncode: int, output: str) -> Run:
 
 
 def ansible_playbook(inventory: Path, *args: str, netns: str | None = None) -> Run:
-    cmd = [str(ansible_tool("ansible-playbook")), "-i", str(inventory), "site.yml", *args]
-    if netns:
-        cmd = ["ip", "netns", "exec", netns, *cmd]
-    r = subprocess.run(cmd, cwd=ANSIBLE, env=ansible_env(), capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
+    r = run_ansible("ansible-playbook", "-i", str(inventory), "site.yml", *args, timeout=600, netns=netns)
     return parse_run(r.returncode, r.stdout + r.stderr)
 
 
