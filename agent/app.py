@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import logging
 import os
-import platform
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from agent import __version__
+from agent import build_labels
 from agent import config as config_mod
 from agent._exceptions import ConfigError, PktagentError
 from agent.capture import Source
@@ -25,12 +24,6 @@ from agent.pipeline import Pipeline
 from agent.snapshot import Snapshot
 
 log = logging.getLogger("pktagent")
-
-
-def build_labels() -> dict[str, str]:
-    from agent.capture._pcapy import libpcap_version
-
-    return {"version": __version__, "python_version": platform.python_version(), "libpcap_version": libpcap_version()}
 
 
 def default_route_interface(route_table: str = "/proc/net/route") -> str:

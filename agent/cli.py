@@ -135,7 +135,7 @@ def _progress(engine: Any, total_files: int, done: threading.Event) -> None:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from agent.app import build_labels
+    from agent import build_labels
     from agent.replay import finish, replay_engine
 
     cfg = resolve_config(args).replace("capture", pcap=tuple(args.files), interfaces=(), loop=False)

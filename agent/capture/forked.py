@@ -9,12 +9,16 @@ work: reading and decoding in the child, everything stateful in the parent. A sl
 to the child when the last array viewing its packet bytes is gone, so at most ``slots``
 batches are ever in flight.
 
+A source whose batches are views of a mapped file (``FileSource.mapped``) hands over no
+packet bytes at all: the child sends file offsets, and the parent maps the same file.
+
 >>> # src = ForkedSource(FileSource(path), batch_size=8192, prepare=prepare)
 """
 
 from __future__ import annotations
 
 import contextlib
+import mmap
 import multiprocessing
 import weakref
 from collections.abc import Callable
@@ -26,6 +30,7 @@ import numpy as np
 from agent._exceptions import CaptureError
 from agent.batch import Batch, RawBatch
 from agent.capture import CaptureStats, Source
+from agent.capture.pcapfile import MappedPages
 
 RAW = (("offset", np.int64), ("caplen", np.int64), ("wirelen", np.int64), ("ts", np.int64))
 DECODED = (
@@ -70,6 +75,14 @@ class ForkedSource:
         self._data_bytes = slot_bytes - COLUMN_BYTES * batch_size
         if self._data_bytes < 1 << 20:
             raise ValueError("slot too small for the batch size")
+        # A mapped source's file, mapped by the parent too.
+        self._file: np.ndarray | None = None
+        self._pages: MappedPages | None = None
+        mapped = getattr(source, "mapped", None)
+        if mapped is not None:
+            with open(mapped, "rb") as f:
+                mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            self._file, self._pages = np.frombuffer(mm, np.uint8), MappedPages(mm)
         self._shm = shared_memory.SharedMemory(create=True, size=slots * slot_bytes)
         self._buf: memoryview = self._shm.buf  # type: ignore[assignment]
         ctx = multiprocessing.get_context("fork")
@@ -108,14 +121,21 @@ class ForkedSource:
             self._ended = True
             raise CaptureError(message[1])
         kind, slot, n, nbytes = message
-        data = np.frombuffer(self._buf, np.uint8, count=nbytes, offset=slot * self._slot_bytes)
-        weakref.finalize(data, self._release, slot)
         self._received += n
         raw_cols = {k: v[:n].copy() for k, v in self._columns(slot, RAW, 0).items()}
+        cols = {k: v[:n].copy() for k, v in self._columns(slot, DECODED, len(RAW)).items()} if kind.endswith("batch") else {}
+        if kind.startswith("mapped"):
+            data = self._file
+            assert data is not None
+            self._release(slot)  # the columns are copied, and the bytes are the file's
+            if n and self._pages is not None:
+                self._pages.hold(raw_cols["offset"], int(raw_cols["offset"][0]), int(raw_cols["offset"][-1] + raw_cols["caplen"][-1]))
+        else:
+            data = np.frombuffer(self._buf, np.uint8, count=nbytes, offset=slot * self._slot_bytes)
+            weakref.finalize(data, self._release, slot)
         raw = RawBatch(self.index, self.linktype, data, raw_cols["offset"], raw_cols["caplen"], raw_cols["wirelen"], raw_cols["ts"])
-        if kind == "raw":
+        if not cols:
             return raw
-        cols = {k: v[:n].copy() for k, v in self._columns(slot, DECODED, len(RAW)).items()}
         return Batch(raw=raw, window=np.zeros((n, 0), np.uint8), **cols)
 
     def _release(self, slot: int) -> None:
@@ -132,6 +152,7 @@ class ForkedSource:
         self._proc.terminate()
         self._proc.join(2.0)
         self._conn.close()
+        self._file = None  # the map goes with the last batch that views it
         try:
             self._shm.close()
         except BufferError:
@@ -159,12 +180,14 @@ class ForkedSource:
                 if len(batch) == 0:
                     continue
                 assert isinstance(batch, RawBatch)  # the wrapped source reads, it does not decode
-                # The packets that fit in a slot go now; the rest wait for the next one.
-                end = batch.offset + batch.caplen - int(batch.offset[0])
-                fit = int(np.searchsorted(end, self._data_bytes, side="right")) or 1
-                if fit < len(batch):
-                    pending = _slice(batch, fit)
-                    batch = _slice(batch, 0, fit)
+                mapped = self._file is not None and getattr(source, "mapped", None) is not None
+                if not mapped:
+                    # The packets that fit in a slot go now; the rest wait for the next one.
+                    end = batch.offset + batch.caplen - int(batch.offset[0])
+                    fit = int(np.searchsorted(end, self._data_bytes, side="right")) or 1
+                    if fit < len(batch):
+                        pending = _slice(batch, fit)
+                        batch = _slice(batch, 0, fit)
                 while not free:
                     free.append(conn.recv())
                 while conn.poll():
@@ -173,28 +196,31 @@ class ForkedSource:
                 # when the parent waits for batches, hand them over raw and read on.
                 busy_parent = len(free) <= slots // 2
                 slot = free.pop()
-                conn.send(self._fill(slot, batch, prepare=busy_parent))
+                conn.send(self._fill(slot, batch, prepare=busy_parent, mapped=mapped))
         except CaptureError as e:
             conn.send(("error", str(e)))
         except (BrokenPipeError, EOFError, KeyboardInterrupt):
             pass
 
-    def _fill(self, slot: int, raw: RawBatch, *, prepare: bool) -> tuple[str, int, int, int]:
-        start, stop = int(raw.offset[0]), int(raw.offset[-1] + raw.caplen[-1])
-        base = slot * self._slot_bytes
-        self._buf[base : base + stop - start] = raw.data[start:stop]  # type: ignore[call-overload]
+    def _fill(self, slot: int, raw: RawBatch, *, prepare: bool, mapped: bool) -> tuple[str, int, int, int]:
+        """Write a batch into ``slot``: its columns, and its packet bytes unless the parent maps the file itself."""
+        start, stop = (0, 0) if mapped else (int(raw.offset[0]), int(raw.offset[-1] + raw.caplen[-1]))
+        if not mapped:
+            base = slot * self._slot_bytes
+            self._buf[base : base + stop - start] = raw.data[start:stop]  # type: ignore[call-overload]
         n = len(raw)
         cols = self._columns(slot, RAW, 0)
         cols["offset"][:n] = raw.offset - start
         cols["caplen"][:n], cols["wirelen"][:n], cols["ts"][:n] = raw.caplen, raw.wirelen, raw.ts
         prepared = self._prepare(raw) if self._prepare is not None and prepare else raw
+        kind = "mapped-" if mapped else ""
         if isinstance(prepared, RawBatch):
-            return ("raw", slot, n, stop - start)
+            return (kind + "raw", slot, n, stop - start)
         for name, column in self._columns(slot, DECODED, len(RAW)).items():
             column[:n] = getattr(prepared, name)
         cols = self._columns(slot, DECODED, len(RAW))
         cols["l3"][:n] = np.where(prepared.l3 >= 0, prepared.l3 - start, -1)  # offsets into the slot's bytes
-        return ("batch", slot, n, stop - start)
+        return (kind + "batch", slot, n, stop - start)
 
 
 def _slice(batch: RawBatch, start: int, stop: int | None = None) -> RawBatch:

@@ -1,7 +1,10 @@
-"""Capture files (pcap and pcapng) read through libpcap, at full speed or at their recorded pace.
+"""Capture files (pcap and pcapng), at full speed or at their recorded pace.
 
-A file cut short or corrupt part-way is read up to the damage: the packets before it are
-delivered, and one warning names the file and libpcap's complaint.
+A classic pcap file read without a BPF filter is read from a memory map (``PcapMap``): no
+copy of the packets. Everything else — pcapng, a filter, and whatever follows a record the
+map will not read — goes through libpcap. A file cut short or corrupt part-way is read up to
+the damage: the packets before it are delivered, and one warning names the file and
+libpcap's complaint.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from agent._exceptions import CaptureError, ConfigError
 from agent.batch import RawBatch
 from agent.capture import CaptureStats
 from agent.capture._pcapy import PcapError, columns
+from agent.capture.pcapfile import PcapMap
 from agent.capture.wirelen import WireLengths, file_kind
 
 log = logging.getLogger("pktagent.capture")
@@ -77,6 +81,7 @@ class FileSource:
         self._handle = open_file(self.path, bpf)
         self.linktype = int(self._handle.datalink())
         self._lengths = WireLengths(self.path, filtered=bool(bpf))
+        self._map = None if bpf else PcapMap.open(self.path)
         self._read = 0  # packets taken from the current pass over the file
         self._received = 0
         self._ended = False
@@ -92,14 +97,27 @@ class FileSource:
     def stats(self) -> CaptureStats:
         return CaptureStats(self._received, 0, 0)
 
+    @property
+    def mapped(self) -> Path | None:
+        """The file, while its batches' bytes are a map of it (``data`` is the whole file, offsets are file offsets)."""
+        return self.path if self._map is not None else None
+
     def close(self) -> None:
         self._handle.close()
         self._lengths.close()
+        if self._map is not None:
+            self._map.close()
+            self._map = None
 
     # -- full speed ---------------------------------------------------------------------
 
     def _next(self, max_packets: int) -> RawBatch | None:
         while not self._ended:
+            if self._map is not None:
+                batch = self._from_map(max_packets)
+                if batch is not None:
+                    return batch
+                continue
             try:
                 buf, meta = self._handle.next_batch(max_packets)
             except PcapError as e:
@@ -120,6 +138,37 @@ class FileSource:
         self._read += caplen.size
         self._received += caplen.size
         return RawBatch(self.index, self.linktype, data, offset, caplen, wirelen, ts)
+
+    def _from_map(self, max_packets: int) -> RawBatch | None:
+        """The next batch from the map; None once the map is done (and libpcap takes over, or the file ended)."""
+        assert self._map is not None
+        m = self._map
+        offset, caplen, wirelen, ts = m.next(max_packets)
+        if offset.size:
+            self._read += offset.size
+            self._received += offset.size
+            return RawBatch(self.index, self.linktype, m.data, offset, caplen, wirelen, ts)
+        if m.stopped:
+            self._hand_over()
+        elif not self._loop:
+            self._ended = True
+        else:
+            self._restart()
+        return None
+
+    def _hand_over(self) -> None:
+        """The map stopped at a record it will not read: libpcap goes on from that record (and reports what is wrong)."""
+        assert self._map is not None
+        self._map.close()
+        self._map = None
+        skip = self._read
+        while skip:
+            _, meta = self._handle.next_batch(min(skip, SALVAGE_CHUNK))
+            if not meta:
+                break
+            _, _, caplen, ts = columns(b"", meta)
+            self._lengths.take(caplen, ts)
+            skip -= caplen.size
 
     def _salvage(self, message: str) -> RawBatch | None:
         """libpcap failed mid-batch and dropped what it had read: reopen and take packets one at a time up to the damage."""
@@ -151,8 +200,11 @@ class FileSource:
     def _restart(self) -> None:
         self._handle.close()
         self._lengths.close()
+        if self._map is not None:
+            self._map.close()
         self._handle = open_file(self.path, self._bpf)
         self._lengths = WireLengths(self.path, filtered=bool(self._bpf))
+        self._map = None if self._bpf else PcapMap.open(self.path)
         self._read = 0
         self._first_ts = None  # the next pass is moved onto the wall clock afresh
 
