@@ -2,7 +2,8 @@
 
 Frames are built from small header functions (``eth``, ``vlan``, ``ipv4``, ``ipv6``, ``tcp``, ...)
 and written with ``write_pcap`` or ``write_pcapng``; ``Capture`` keeps the expected totals
-(frames, bytes on the wire) as frames are added.
+(frames, bytes on the wire) as frames are added. ``libpcap_records`` reads a file back the
+way libpcap does, one record at a time: the reference pktagent's readers are checked against.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import pcapy
 
 ETH_IPV4, ETH_IPV6, ETH_ARP, ETH_VLAN, ETH_QINQ = 0x0800, 0x86DD, 0x0806, 0x8100, 0x88A8
 TCP, UDP, ICMP, ICMPV6, GRE = 6, 17, 1, 58, 47
@@ -230,3 +233,27 @@ def dhcp(
     if requested is not None:
         options += bytes([50, 4]) + ipaddress.IPv4Address(requested).packed
     return header + options + b"\xff"
+
+
+MASK = 0xFFFFFFFF
+Record = tuple[int, int, int, bytes]  # timestamp in us, captured length, original length (0: the captured), bytes
+
+
+def libpcap_records(path: Path) -> list[Record]:
+    """The records libpcap reads one at a time, up to the end or the first damage.
+
+    Timestamps as ``next_batch`` hands them over: seconds and microseconds as unsigned 32-bit numbers.
+    """
+    reader = pcapy.open_offline(str(path))
+    out: list[Record] = []
+    while True:
+        try:
+            header, data = reader.next()
+        except pcapy.PcapError:
+            break
+        if header is None:
+            break
+        sec, usec = header.getts()
+        caplen = header.getcaplen()
+        out.append(((sec & MASK) * 1_000_000 + (usec & MASK), caplen, header.getlen() or caplen, bytes(data)))
+    return out

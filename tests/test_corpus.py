@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pcapy
 import pytest
+from pcapgen import libpcap_records
 
 from agent._exceptions import CaptureError
 from agent.config import Config
@@ -53,17 +54,7 @@ def _replay(path: Path) -> Outcome:
 
 def libpcap_count(path: Path) -> tuple[int, int]:
     """(records libpcap reads one at a time up to the end or the first damage, link type)."""
-    reader = pcapy.open_offline(str(path))
-    n = 0
-    while True:
-        try:
-            header, _ = reader.next()
-        except pcapy.PcapError:
-            break
-        if header is None:
-            break
-        n += 1
-    return n, int(reader.datalink())
+    return len(libpcap_records(path)), int(pcapy.open_offline(str(path)).datalink())
 
 
 @functools.cache

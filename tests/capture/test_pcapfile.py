@@ -7,37 +7,14 @@ from pathlib import Path
 
 import numpy as np
 import pcapgen as g
-import pcapy
 import pytest
+from pcapgen import Record, libpcap_records
 
 from agent.batch import Batch, RawBatch
 from agent.capture.forked import ForkedSource
 from agent.capture.offline import FileSource
 from agent.capture.pcapfile import RUN_BLOCK, PcapMap
 from agent.capture.wirelen import PCAP_MAGICS
-
-MASK = 0xFFFFFFFF
-Record = tuple[int, int, int, bytes]  # timestamp in us, captured length, original length (0: the captured), bytes
-
-
-def libpcap_records(path: Path) -> list[Record]:
-    """The records libpcap reads one at a time, up to the end or the first damage.
-
-    Timestamps as ``next_batch`` hands them over: seconds and microseconds as unsigned 32-bit numbers.
-    """
-    reader = pcapy.open_offline(str(path))
-    out: list[Record] = []
-    while True:
-        try:
-            header, data = reader.next()
-        except pcapy.PcapError:
-            break
-        if header is None:
-            break
-        sec, usec = header.getts()
-        caplen = header.getcaplen()
-        out.append(((sec & MASK) * 1_000_000 + (usec & MASK), caplen, header.getlen() or caplen, bytes(data)))
-    return out
 
 
 def source_records(src: FileSource | ForkedSource, size: int) -> list[Record]:
