@@ -87,6 +87,12 @@ def small() -> Known:
     return k
 
 
+def first_and_second(tmp_path: Path) -> tuple[Known, Known, Path, Path]:
+    """Two different captures, written: ``mixed`` to send first, ``small`` to send after (or beside) it."""
+    first, second = mixed(big=False), small()
+    return first, second, first.capture.write(tmp_path / "first.pcap"), second.capture.write(tmp_path / "second.pcap")
+
+
 def test_live_capture_counts_every_frame_exactly(veth: VethPair, tmp_path: Path) -> None:
     k = mixed(big=False)
     path = k.capture.write(tmp_path / "mixed.pcap")
@@ -131,9 +137,7 @@ def test_two_interfaces_keep_separate_series(veth: VethPair, tmp_path: Path) -> 
     for ns, dev in ((veth.sender, tx2), (veth.receiver, rx2)):
         sh("ip", "netns", "exec", ns, "sysctl", "-qw", f"net.ipv6.conf.{dev}.disable_ipv6=1")
         sh("ip", "-n", ns, "link", "set", dev, "up")
-    first, second = mixed(big=False), small()
-    p1 = first.capture.write(tmp_path / "first.pcap")
-    p2 = second.capture.write(tmp_path / "second.pcap")
+    first, second, p1, p2 = first_and_second(tmp_path)
     with live_agent(veth, tmp_path, interfaces=[veth.rx, rx2]) as a:
         send(veth, veth.tx, p1, first.frames)
         send(veth, tx2, p2, second.frames)
@@ -164,9 +168,7 @@ def test_frames_cut_by_the_snaplen_count_their_length_on_the_wire(veth: VethPair
 
 
 def test_a_capture_that_goes_away_is_reported_down_and_comes_back(veth: VethPair, tmp_path: Path) -> None:
-    first, second = mixed(big=False), small()
-    p1 = first.capture.write(tmp_path / "first.pcap")
-    p2 = second.capture.write(tmp_path / "second.pcap")
+    first, second, p1, p2 = first_and_second(tmp_path)
     with live_agent(veth, tmp_path) as a:
         send(veth, veth.tx, p1, first.frames)
         wait_processed(a, {veth.rx: first.frames})
@@ -219,9 +221,7 @@ def test_workers_stop_when_the_agent_is_killed(veth: VethPair, tmp_path: Path) -
 
 
 def test_an_interface_that_goes_down_is_reported_and_counted_again_when_up(veth: VethPair, tmp_path: Path) -> None:
-    first, second = mixed(big=False), small()
-    p1 = first.capture.write(tmp_path / "first.pcap")
-    p2 = second.capture.write(tmp_path / "second.pcap")
+    first, second, p1, p2 = first_and_second(tmp_path)
     with live_agent(veth, tmp_path) as a:
         send(veth, veth.tx, p1, first.frames)
         wait_processed(a, {veth.rx: first.frames})
@@ -247,8 +247,7 @@ def test_an_interface_that_goes_down_is_reported_and_counted_again_when_up(veth:
 def test_started_as_root_it_runs_as_the_configured_user_with_cap_net_raw_only(veth: VethPair, tmp_path: Path) -> None:
     conf = tmp_path / "pktagent.yml"
     conf.write_text(f"user: nobody\nstate_dir: {tmp_path / 'state'}\n")
-    first, second = mixed(big=False), small()
-    p1, p2 = first.capture.write(tmp_path / "first.pcap"), second.capture.write(tmp_path / "second.pcap")
+    first, second, p1, p2 = first_and_second(tmp_path)
     with live_agent(veth, tmp_path, "--config", str(conf)) as a:
         status = Path(f"/proc/{a.proc.pid}/status").read_text()
         fields = dict(line.split(":", 1) for line in status.splitlines())

@@ -84,10 +84,9 @@ def write_records(path: Path, records: list[tuple[int, int, bytes]], *, snaplen:
     return path
 
 
-def test_a_record_above_the_snapshot_length_is_left_to_libpcap(tmp_path: Path) -> None:
+def test_records_above_the_snapshot_length_from_the_first_are_left_to_libpcap(tmp_path: Path) -> None:
     frame = g.eth(g.ETH_IPV4) + g.ipv4(g.UDP, "10.0.0.1", "10.0.0.2", g.udp(1, 2, bytes(100)))
-    records = [(len(frame), len(frame), frame)] * 5
-    records.insert(3, (len(frame), len(frame), frame))  # 142 bytes, in a file that says 128 at most
+    records = [(len(frame), len(frame), frame)] * 6  # 142 bytes each, in a file that says 128 at most
     path = write_records(tmp_path / "over.pcap", records, snaplen=128)
     src = FileSource(path)
     m = src._map
@@ -110,10 +109,12 @@ def test_a_record_over_the_snapshot_length_mid_file(tmp_path: Path) -> None:
     assert [r[1] for r in got] == [60] * 4 + [128] + [60] * 3
 
 
-@pytest.mark.parametrize("tail", [b"", bytes(7), bytes(16 + 10)], ids=["clean", "short header", "short record"])
+@pytest.mark.parametrize(
+    "tail",
+    [b"", bytes(7), struct.pack("<IIII", 2000, 0, 60, 60) + bytes(10)],  # the last: a header that promises 60 bytes, and 10 follow
+    ids=["clean", "short header", "short record"],
+)
 def test_the_end_of_a_file(tmp_path: Path, tail: bytes) -> None:
-    if len(tail) > 16:  # a whole header that promises more bytes than follow
-        tail = struct.pack("<IIII", 2000, 0, 60, 60) + tail[16:]
     path = write_records(tmp_path / "end.pcap", [(60, 60, bytes(60))] * 10, snaplen=65535, tail=tail)
     src = FileSource(path)
     m = src._map
