@@ -6,14 +6,20 @@ a 24-byte header followed by records of a 16-byte header and the packet, so the 
 be used where they lie: ``PcapMap`` walks the record headers in a memory map of the file and
 hands out batches whose ``data`` is the map itself.
 
-The walk is serial (each record's length says where the next starts). Runs of records of one
-length, the norm in bulk transfers, are walked a block at a time: the records a constant
-stride would put in place are read in one vectorised step, and the run is taken as far as
-every one of them has that length. Anything libpcap would treat differently from a plain
-read — a captured length above the file's snapshot length, a record cut off by the end of
-the file — stops the map at that record (``stopped``), and the caller carries on with
-libpcap from there, so damaged files behave exactly as they do under libpcap. Pages behind
-the batches still in use are given back as the walk goes on (``MappedPages``).
+Each record's length says where the next starts, so the walk is a chain. It is walked as
+many chains side by side (``Chains``): the stretch ahead is cut into segments, each segment's
+first record is guessed from what a record header looks like (the timestamp's high bytes, a
+plausible length, and the header after it), and all chains are walked one record a step with
+numpy. A guess is trusted only once the chain before it lands exactly on it, so the records
+handed out are always the ones a plain walk finds; a wrong guess only costs the rest of that
+stretch, which the next round walks again. Where chains do not pay (a small file, an odd
+stretch), records are walked one at a time.
+
+Anything libpcap would treat differently from a plain read — a captured length above the
+file's snapshot length, a record cut off by the end of the file — stops the map at that
+record (``stopped``), and the caller carries on with libpcap from there, so damaged files
+behave exactly as they do under libpcap. Pages behind the batches still in use are given back
+as the walk goes on (``MappedPages``).
 
 >>> # pm = PcapMap.open(path); offset, caplen, wirelen, ts = pm.next(4096)
 """
@@ -39,9 +45,12 @@ MAGICS = {  # byte order and divisor that turns the fraction into microseconds
     b"\xa1\xb2\x3c\x4d": (">", 1000),
 }
 MAX_SNAPLEN = 262144  # libpcap's largest snapshot length (MAXIMUM_SNAPLEN)
-RUN_START = 7  # records of one length in a row (after the first) before a run is tried as a block
-RUN_BLOCK = 2048  # records tried per block
-RELEASE_CHUNK = 8 << 20  # bytes of the map handed back to the kernel at a time
+CHAINS = 512  # chains walked side by side in one round
+CHAIN_RECORDS = 32  # records a chain is cut to cover (its segment: this many records of the recent mean length)
+MIN_CHAINS = 16  # fewer segments than this left in the file: walk one record at a time
+SERIAL_RECORDS = 256  # records walked one at a time where chains are not used (the start, after a wrong guess)
+RUN_BLOCK = 2048  # records of one length tried at a time, once the last ones walked had one length
+RELEASE_CHUNK = 2 << 20  # bytes of the map handed back to the kernel at a time
 
 
 class MappedPages:
@@ -86,12 +95,27 @@ class PcapMap:
         self._mm = mm
         self.data: U8 = np.frombuffer(mm, np.uint8)
         self.pages = MappedPages(mm)
-        self._u32 = struct.Struct(order + "I").unpack_from
+        self._size = len(mm)
         self._hdr = np.dtype(order + "u4")
+        self._caplen_at = struct.Struct(order + "I").unpack_from
+        # Every 4 bytes of the file as a number, one starting at each byte: header fields by offset.
+        self._u32: np.ndarray = np.ndarray((self._size - 3,), self._hdr, buffer=mm, strides=(1,))
+        self._high = (3, 2) if order == "<" else (0, 1)  # where a header's two high timestamp bytes lie
         self._divisor = divisor
+        self._fraction_limit = 1_000_000 * divisor
         self._snaplen = snaplen
-        self._pos = 24
+        self._pos = 24  # the first record not walked yet
+        self._ahead: I64 = np.zeros(0, np.int64)  # records walked and not handed out
+        self._walked = False  # the walk reached the end of the file, or a record libpcap must read
+        self._mean = 0.0  # the recent mean record length (header included)
+        self._widest = 0  # the longest record so far (header included)
+        self._seconds = 0  # the timestamp of the last record walked
+        self._last = 0  # the length of the last record walked
+        self._same = False  # the records walked last were of one length at their start, middle and end: a run, maybe
+        self._serial_owed = SERIAL_RECORDS  # records to walk one at a time before chains are tried
         self.read = 0  # records handed out
+        self.chained = 0  # records found by chains (the rest: in runs, or one at a time)
+        self.wrong_guesses = 0  # rounds whose guess at a chain's start was wrong
         self.stopped = False  # a record libpcap must read from here on (or the end)
 
     @classmethod
@@ -110,16 +134,18 @@ class PcapMap:
 
     def next(self, max_packets: int) -> tuple[I64, I64, I64, I64]:
         """(offset of the packet, captured length, original length, timestamp in us) of the next records."""
-        at = self._walk(max_packets)
+        while self._ahead.size < max_packets and not self._walked:
+            self._ahead = np.concatenate([self._ahead, self._walk(max_packets - self._ahead.size)])
+        at, self._ahead = self._ahead[:max_packets], self._ahead[max_packets:]
         if at.size == 0:
             return at, at, at, at
-        view = np.lib.stride_tricks.as_strided(self.data, shape=(self.data.size - 15, 16), strides=(1, 1))
+        view = np.lib.stride_tricks.as_strided(self.data, shape=(self._size - 15, 16), strides=(1, 1))
         fields = view[at].copy().view(self._hdr).astype(np.int64)  # sec, fraction, caplen, original length
         over = np.flatnonzero(fields[:, 2] > self._snaplen)
         if over.size:
             # libpcap cuts such a record to the snapshot length: it reads on from this one.
             cut = int(over[0])
-            self._pos, self.stopped = int(at[cut]), True
+            self.stopped, self._walked, self._ahead = True, True, self._ahead[:0]
             at, fields = at[:cut], fields[:cut]
             if cut == 0:
                 return at, at, at, at
@@ -146,63 +172,156 @@ class PcapMap:
 
     def close(self) -> None:
         self.data = np.zeros(0, np.uint8)
+        self._u32 = np.zeros(0, self._hdr)
         with contextlib.suppress(BufferError):  # batches still view the file: the map goes with the last of them
             self._mm.close()
 
-    def _walk(self, max_packets: int) -> I64:
-        """Offsets of up to ``max_packets`` record headers from the current position on (``next`` checks their lengths)."""
-        mm, u32 = self._mm, self._u32
-        size = len(mm)
+    # -- the walk --------------------------------------------------------------------------
+
+    def _walk(self, want: int) -> I64:
+        """Offsets of about ``want`` next record headers (more or fewer): a run, a round of chains, or some walked one at a time."""
+        at = None
+        if self._serial_owed <= 0:
+            at = self._run(want) if self._same else None
+            if at is None or at.size == 0:
+                at = self._chains(want)
+            if at is None:
+                # Chains do not suit the stretch ahead: as many records one at a time before they are tried again.
+                self._serial_owed = want
+        if at is None or at.size == 0:
+            at = self._serial(max(self._serial_owed, SERIAL_RECORDS))
+            self._serial_owed = 0
+        if at.size:
+            lengths = self._u32[at + 8].astype(np.int64) + 16
+            self._mean = float(lengths.mean())
+            self._widest = max(self._widest, min(int(lengths.max()), self._snaplen + 16))
+            self._seconds = int(self._u32[at[-1]])
+            self._same = bool(lengths[-1] == lengths[0] == lengths[(lengths.size - 1) // 2])
+            self._last = int(lengths[-1])
+        return at
+
+    def _serial(self, count: int) -> I64:
+        """Up to ``count`` records walked one at a time (and the end of the file, or damage, noticed)."""
+        mm, size, pos, caplen_at = self._mm, self._size, self._pos, self._caplen_at
         last_header = size - 16
-        pos = self._pos
-        parts: list[I64] = []
-        room = max_packets
-        while room > 0 and pos <= last_header:
-            starts: list[int] = []
-            append = starts.append
-            previous, same = -1, 0
-            for _ in range(room):  # one record a turn: this loop is the reader's hot path
-                if pos > last_header:
-                    break
-                caplen = u32(mm, pos + 8)[0]
-                after = pos + 16 + caplen
-                if after > size:
-                    self.stopped = True  # cut off by the end of the file: libpcap reports it
-                    break
-                append(pos)
-                pos = after
-                if caplen != previous:
-                    previous, same = caplen, 0
-                elif same < RUN_START:
-                    same += 1
-                else:
-                    break  # a run of one length: walked a block at a time below
-            parts.append(np.array(starts, np.int64))
-            room -= len(starts)
-            if self.stopped or same < RUN_START:
+        starts: list[int] = []
+        append = starts.append
+        for _ in range(count):
+            if pos > last_header:
                 break
-            block = 16
-            while room > 0:
-                run = self._run(pos, 16 + previous, previous, min(block, room))
-                if run.size:
-                    parts.append(run)
-                    room -= run.size
-                    pos = int(run[-1]) + 16 + previous
-                if run.size < block:
-                    break
-                block = min(4 * block, RUN_BLOCK)
-        if 0 < size - pos < 16 and room > 0:
+            after = pos + 16 + caplen_at(mm, pos + 8)[0]
+            if after > size:
+                self.stopped = True  # cut off by the end of the file: libpcap reports it
+                break
+            append(pos)
+            pos = after
+        if 0 < size - pos < 16:
             self.stopped = True  # a header cut short: libpcap reports the file truncated
         self._pos = pos
-        return np.concatenate(parts) if len(parts) > 1 else parts[0] if parts else np.zeros(0, np.int64)
+        self._walked = self.stopped or pos >= size
+        return np.array(starts, np.int64)
 
-    def _run(self, pos: int, stride: int, caplen: int, limit: int) -> I64:
-        """Records of length ``caplen`` from ``pos`` on, at most ``limit``: as far as every one in the stride has that length."""
-        k = min(limit, (len(self._mm) - pos) // stride)
-        if k <= 0:
-            return np.zeros(0, np.int64)
-        heads = np.lib.stride_tricks.as_strided(self.data[pos + 8 :], shape=(k, 4), strides=(stride, 1))
-        lengths = heads.copy().view(self._hdr)[:, 0]
-        off = np.flatnonzero(lengths != caplen)
-        k = int(off[0]) if off.size else k
-        return pos + stride * np.arange(k, dtype=np.int64)
+    def _chains(self, want: int) -> I64 | None:
+        """One round of chains walked side by side, enough for ``want`` records; None when the stretch ahead does not suit them."""
+        pos, size = self._pos, self._size
+        segment = max(int(self._mean * CHAIN_RECORDS), 2 * self._widest)
+        count = min(CHAINS, (size - pos) // segment, -(-want // CHAIN_RECORDS))
+        if count < MIN_CHAINS:
+            return None  # too few records wanted, or left in the file, for chains to pay
+        # Each segment's first record, guessed: the first place from its start whose timestamp has the
+        # last record's high bytes and that reads as a plausible header followed by another.
+        first = np.full(count, -1, np.int64)
+        first[0] = pos
+        top, second = self._high
+        high = self._seconds >> 16
+        width = min(self._widest, segment)
+        starts = pos + segment * np.arange(1, count, dtype=np.int64)
+        heads = np.lib.stride_tricks.as_strided(self.data[pos + segment :], shape=(count - 1, width), strides=(segment, 1))
+        found = np.flatnonzero(heads[:, top:] == high >> 8)
+        if found.size > 16 * count:
+            return None  # the timestamp bytes are everywhere (zero seconds, say): a guess would cost more than it saves
+        row, at = found // (width - top), starts[found // (width - top)] + found % (width - top)
+        keep = (self.data[np.minimum(at + second, size - 1)] == high & 0xFF) & self._plausible(at, high)
+        row, at = row[keep], at[keep]
+        lead = np.flatnonzero(np.r_[True, row[1:] != row[:-1]]) if row.size else row
+        first[1 + row[lead]] = at[lead]
+        guessed = first[first >= 0]
+        if guessed.size < count // 2:
+            return None
+        # Walk every chain a record a step, each up to the next chain's first record.
+        bound = np.r_[guessed[1:], min(pos + count * segment, size)]
+        p = guessed.copy()
+        active = np.ones(p.size, np.bool_)
+        damaged = np.zeros(p.size, np.bool_)
+        caplen_at, last_header = self._u32[8:], size - 16
+        steps: list[I64] = []
+        for _ in range(8 * CHAIN_RECORDS):
+            # A header cut short reads as a record past the end too (``after`` > size): both are left
+            # to the one-at-a-time walk, which stops there. A length over the snapshot length is
+            # walked past, as a plain walk does: ``next`` stops at it.
+            after = p + 16 + caplen_at[np.minimum(p, last_header)]
+            bad = active & (after > size)
+            if bad.any():
+                damaged |= bad
+                active &= ~bad
+            steps.append(np.where(active, p, -1))
+            p = np.where(active, after, p)
+            active &= p < bound
+            if not active.any():
+                break
+        # Chains count from the first to the first that did not land on the next one's guess.
+        done = ~active & ~damaged
+        done[:-1] &= p[:-1] == bound[:-1]
+        short = np.flatnonzero(~done)
+        last = int(short[0]) if short.size else p.size - 1
+        if short.size and not damaged[last] and not active[last]:
+            self.wrong_guesses += 1
+            self._serial_owed = count * CHAIN_RECORDS  # walk past the wrong guess one at a time
+        walked = np.array(steps).T[: last + 1].ravel()
+        self._pos = int(p[last])
+        self._walked = self._pos >= size
+        if damaged[last]:
+            self._serial_owed = 1  # the damaged record: the one-at-a-time walk sets ``stopped``
+        walked = walked[walked >= 0]
+        self.chained += walked.size
+        return walked
+
+    def _run(self, want: int) -> I64:
+        """Up to ``want`` records of the last walked length from here on, as far as every one in the stride has it: a block at a time."""
+        stride = self._last
+        caplen = stride - 16
+        parts: list[I64] = []
+        block = 16
+        while want > 0:
+            k = min(block, want, (self._size - self._pos) // stride)
+            if k <= 0:
+                break
+            heads = np.lib.stride_tricks.as_strided(self.data[self._pos + 8 :], shape=(k, 4), strides=(stride, 1))
+            differ = np.flatnonzero(heads.copy().view(self._hdr)[:, 0] != caplen)
+            run = self._pos + stride * np.arange(int(differ[0]) if differ.size else k, dtype=np.int64)
+            if run.size:
+                parts.append(run)
+                want -= run.size
+                self._pos = int(run[-1]) + stride
+            if run.size < k:
+                break
+            block = min(4 * block, RUN_BLOCK)
+        self._walked = self._pos >= self._size
+        return np.concatenate(parts) if parts else np.zeros(0, np.int64)
+
+    def _plausible(self, at: I64, high: int) -> np.ndarray:
+        """Whether a record header at each of ``at`` reads as one, and so does the header after it.
+
+        The second header is read only where the first makes sense: a nonsense length would point
+        anywhere in the file, and reading there would map pages the walk has no use for.
+        """
+        size, u32, limit = self._size, self._u32, self._fraction_limit
+        head = np.minimum(at, size - 16)
+        caplen = u32[head + 8].astype(np.int64)
+        after = head + 16 + caplen
+        ok = (at + 16 <= size) & (caplen <= self._snaplen) & (u32[head + 4] < limit) & (u32[head + 12] >= caplen) & (after <= size)
+        i = np.flatnonzero(ok & (after < size))  # the last record of the file has no header after it
+        nxt = np.minimum(after[i], size - 16)
+        ok[i] = (after[i] + 16 <= size) & (u32[nxt] >> 16 == high) & (u32[nxt + 8] <= self._snaplen) & (u32[nxt + 4] < limit)
+        plausible: np.ndarray = ok
+        return plausible

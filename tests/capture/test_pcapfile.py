@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import struct
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 from pcapgen import Record, libpcap_records
 
 from agent.batch import Batch, RawBatch
+from agent.capture import pcapfile
 from agent.capture.forked import ForkedSource
 from agent.capture.offline import FileSource
 from agent.capture.pcapfile import RUN_BLOCK, PcapMap
@@ -29,10 +31,22 @@ def source_records(src: FileSource | ForkedSource, size: int) -> list[Record]:
     return out
 
 
-def test_the_corpus_reads_as_libpcap_reads_it(corpus: Path) -> None:
+@pytest.fixture
+def small_chains(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chains on files of a few hundred records: 4-record chains, tried from the ninth record on."""
+    monkeypatch.setattr(pcapfile, "CHAIN_RECORDS", 4)
+    monkeypatch.setattr(pcapfile, "MIN_CHAINS", 2)
+    monkeypatch.setattr(pcapfile, "SERIAL_RECORDS", 8)
+
+
+@pytest.mark.parametrize("chains", ["default", "small"])
+def test_the_corpus_reads_as_libpcap_reads_it(corpus: Path, chains: str, request: pytest.FixtureRequest) -> None:
     """Every classic pcap file of tcpdump's corpus, the damaged ones too: the map reads what libpcap
-    reads, and hands the rest of a file to libpcap at the first record it would read differently."""
-    mapped_to_the_end = handed_over = not_mapped = records = 0
+    reads, and hands the rest of a file to libpcap at the first record it would read differently.
+    With small chains, the corpus's files are walked in chains too."""
+    if chains == "small":
+        request.getfixturevalue("small_chains")
+    mapped_to_the_end = handed_over = not_mapped = records = chained = 0
     differ = []
     for path in sorted(corpus.iterdir()):
         if path.read_bytes()[:4] not in PCAP_MAGICS:
@@ -49,7 +63,10 @@ def test_the_corpus_reads_as_libpcap_reads_it(corpus: Path) -> None:
         else:
             handed_over += m.stopped
             mapped_to_the_end += not m.stopped
+            chained += m.chained
     assert differ == []
+    # Small chains walk 5,461 of the records; the corpus's files are too small for the default ones.
+    assert chained > records // 2 if chains == "small" else chained == 0
     # The corpus's 785 pcap files: 738 are read from the map to the end, 34 have a record the map
     # leaves to libpcap (most of them cut to the snapshot length), 13 are read by libpcap alone.
     assert (mapped_to_the_end, handed_over, not_mapped, records) == (738, 34, 13, 9871)
@@ -131,6 +148,116 @@ def test_pcapng_and_filters_are_read_by_libpcap(tmp_path: Path) -> None:
     assert PcapMap.open(tmp_path / "a.pcapng") is None
 
 
+def write_raw(
+    path: Path, records: list[tuple[int, int, bytes]], *, order: str = "<", nanosecond: bool = False, snaplen: int = 65535, tail: bytes = b""
+) -> Path:
+    """A pcap file of (seconds, fraction, bytes) records, in either byte order, with micro- or nanosecond fractions."""
+    magic = 0xA1B23C4D if nanosecond else 0xA1B2C3D4
+    out = [struct.pack(order + "IHHiIII", magic, 2, 4, 0, 0, snaplen, 1)]
+    out += [struct.pack(order + "IIII", sec, frac, len(data), len(data)) + data for sec, frac, data in records]
+    path.write_bytes(b"".join(out) + tail)
+    return path
+
+
+def mixed_records(n: int, *, seconds: int = 1_764_000_000, step_us: int = 150, payload: str = "random") -> list[tuple[int, int, bytes]]:
+    """``n`` frames of random lengths from 60 to 1514 bytes, ``step_us`` apart, from ``seconds`` on."""
+    rng = random.Random(n)
+    out = []
+    for i in range(n):
+        sec, us = divmod(seconds * 1_000_000 + i * step_us, 1_000_000)
+        size = rng.randint(60, 1514)
+        out.append((sec, us, rng.randbytes(size) if payload == "random" else bytes(size)))
+    return out
+
+
+def read_map(path: Path, size: int) -> tuple[list[Record], PcapMap]:
+    src = FileSource(path)
+    assert src._map is not None
+    m = src._map
+    return source_records(src, size), m
+
+
+@pytest.mark.parametrize("size", [64, 1000])
+@pytest.mark.parametrize("order", ["<", ">"], ids=["little-endian", "big-endian"])
+@pytest.mark.parametrize("nanosecond", [False, True], ids=["us", "ns"])
+def test_chains_find_the_records_a_plain_walk_finds(tmp_path: Path, small_chains: None, size: int, order: str, nanosecond: bool) -> None:
+    records = mixed_records(3000)
+    if nanosecond:
+        records = [(sec, us * 1000, data) for sec, us, data in records]
+    path = write_raw(tmp_path / "mixed.pcap", records, order=order, nanosecond=nanosecond)
+    got, m = read_map(path, size)
+    assert got == libpcap_records(path)
+    assert len(got) == 3000 and m.read == 3000 and not m.stopped
+    assert m.chained > 2500 and m.wrong_guesses == 0
+
+
+def test_chains_at_their_default_size(tmp_path: Path) -> None:
+    """6,000 frames (4.6 MB): rounds of 512 chains of about 32 records, as ``replay`` walks them."""
+    path = write_raw(tmp_path / "mixed.pcap", mixed_records(6000))
+    got, m = read_map(path, 8192)
+    assert got == libpcap_records(path)
+    assert m.chained > 5000 and m.wrong_guesses == 0
+
+
+def fake_records(n: int) -> list[tuple[int, int, bytes]]:
+    """Frames whose payloads are full of what look like record headers (a pcap file sent over the network, say)."""
+    rng = random.Random(7)
+    out = []
+    for i in range(n):
+        sec, us = divmod(1_764_000_000_000_000 + i * 100, 1_000_000)
+        fake = struct.pack("<IIII", sec, us, 200, 200) + bytes(200)  # a 200-byte record, as in the file
+        size = rng.randint(100, 1500)
+        out.append((sec, us, (bytes(rng.randint(0, 40)) + fake * 7)[:size]))
+    return out
+
+
+def test_a_wrong_guess_costs_time_not_records(tmp_path: Path, small_chains: None) -> None:
+    """Chains that start at a fake header inside a payload are found out (the chain before does not
+    land on them) and walked again: the records are still exactly libpcap's."""
+    path = write_raw(tmp_path / "fakes.pcap", fake_records(2000))
+    got, m = read_map(path, 500)
+    assert got == libpcap_records(path)
+    assert len(got) == 2000 and m.wrong_guesses > 0
+
+
+@pytest.mark.parametrize(
+    "damage",
+    ["over the snapshot length", "short header", "short record"],
+)
+def test_damage_after_a_walk_in_chains(tmp_path: Path, small_chains: None, damage: str) -> None:
+    records = mixed_records(1000)
+    tail = b""
+    if damage == "over the snapshot length":
+        sec, us, _ = records[700]
+        records[700] = (sec, us, bytes(1600))  # the file says 1514 at most
+    elif damage == "short header":
+        tail = bytes(9)
+    else:
+        tail = struct.pack("<IIII", 1_764_000_001, 0, 400, 400) + bytes(100)
+    path = write_raw(tmp_path / "damaged.pcap", records, snaplen=1514, tail=tail)
+    got, m = read_map(path, 100)
+    assert got == libpcap_records(path)
+    assert m.stopped and m.chained > 0
+    assert m.read == (700 if damage == "over the snapshot length" else 1000)
+    assert len(got) == 1000  # libpcap reads on from the long record, cut to the snapshot length
+
+
+@pytest.mark.parametrize(
+    ("seconds", "payload"),
+    [(65536 * 26_917 - 1, "random"), (0, "zero")],
+    ids=["across a 2**16-second boundary", "zero seconds, zero payloads"],
+)
+def test_timestamps_a_guess_cannot_use(tmp_path: Path, small_chains: None, seconds: int, payload: str) -> None:
+    """A guess looks for the last record's high timestamp bytes: where they change, or are everywhere,
+    fewer chains (or none) are used, and the records are the same."""
+    path = write_raw(tmp_path / "ts.pcap", mixed_records(2000, seconds=seconds, step_us=1000, payload=payload))
+    got, m = read_map(path, 200)
+    assert got == libpcap_records(path)
+    assert len(got) == 2000
+    if payload == "zero":
+        assert m.chained == 0  # a zero byte everywhere: chains are not tried
+
+
 def rss_file_kib() -> int:
     """Resident pages of files mapped by this process (libraries included)."""
     with open("/proc/self/status") as f:
@@ -167,4 +294,4 @@ def test_pages_of_the_map_are_given_back(tmp_path: Path, forked: bool) -> None:
     del previous
     assert seen == n
     assert checksum == n * sum(frame[0 : len(frame) : 512])  # every packet's bytes as written
-    assert peak < 24 << 10  # KiB: two batches (3 MB) and the 8 MB the map gives back at a time, not 52 MB
+    assert peak < 24 << 10  # KiB: a few batches (1.5 MB each) and the 2 MB the map gives back at a time, not 52 MB
