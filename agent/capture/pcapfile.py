@@ -6,14 +6,16 @@ a 24-byte header followed by records of a 16-byte header and the packet, so the 
 be used where they lie: ``PcapMap`` walks the record headers in a memory map of the file and
 hands out batches whose ``data`` is the map itself.
 
-Each record's length says where the next starts, so the walk is a chain. It is walked as
-many chains side by side (``Chains``): the stretch ahead is cut into segments, each segment's
-first record is guessed from what a record header looks like (the timestamp's high bytes, a
-plausible length, and the header after it), and all chains are walked one record a step with
-numpy. A guess is trusted only once the chain before it lands exactly on it, so the records
-handed out are always the ones a plain walk finds; a wrong guess only costs the rest of that
-stretch, which the next round walks again. Where chains do not pay (a small file, an odd
-stretch), records are walked one at a time.
+Each record's length says where the next starts, so the walk is a chain, and a Python loop
+over it costs more than everything else a replay does to a packet. Runs of records of one
+length, the norm in bulk transfers, are checked a block at a time. Mixed sizes are walked as
+many chains side by side (``_chains``): the stretch ahead is cut into segments, each
+segment's first record is guessed from what a record header looks like (the timestamp's high
+bytes, a plausible length, and a plausible header after it), and all chains are walked one
+record a step with numpy. A guess is trusted only once the chain before it lands exactly on
+it, so the records handed out are always the ones a plain walk finds; a wrong guess (a
+payload that looks like a header) only costs the rest of that round, which is then walked
+one record at a time, as are small files and stretches that chains do not suit.
 
 Anything libpcap would treat differently from a plain read — a captured length above the
 file's snapshot length, a record cut off by the end of the file — stops the map at that
@@ -255,7 +257,7 @@ class PcapMap:
         damaged = np.zeros(p.size, np.bool_)
         caplen_at, last_header = self._u32[8:], size - 16
         steps: list[I64] = []
-        for _ in range(8 * CHAIN_RECORDS):
+        for _ in range(8 * CHAIN_RECORDS):  # a chain still walking then (many segments without a guess) goes on next round
             # A header cut short reads as a record past the end too (``after`` > size): both are left
             # to the one-at-a-time walk, which stops there. A length over the snapshot length is
             # walked past, as a plain walk does: ``next`` stops at it.
