@@ -42,6 +42,7 @@ class RawBatch:
     caplen: I64
     wirelen: I64
     ts: I64  # microseconds since the epoch
+    head: U8 | None = None  # each frame's first bytes, (n, decode.link.HEAD), when a reader process gathered them already
 
     def __len__(self) -> int:
         return int(self.offset.size)

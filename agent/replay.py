@@ -15,6 +15,7 @@ from agent.capture import Source
 from agent.capture.forked import ForkedSource
 from agent.capture.offline import FileSource
 from agent.config import Config
+from agent.decode import read_heads
 from agent.engine import Engine
 from agent.pipeline import Pipeline, prepare
 from agent.registry import Device
@@ -56,7 +57,7 @@ def replay_engine(config: Config, paths: Sequence[str | Path], known_devices: Se
     def opener(i: int) -> Source:
         source = open_file(i)  # opened here, so a bad file is an error before anything starts
         if fork and Path(paths[i]).stat().st_size > FORK_ABOVE:
-            return ForkedSource(source, batch_size=batch_size, prepare=prepare)
+            return ForkedSource(source, batch_size=batch_size, prepare=prepare, heads=read_heads)
         return source  # a small file is read before a child would have started
 
     engine = Engine(

@@ -10,7 +10,10 @@ to the child when the last array viewing its packet bytes is gone, so at most ``
 batches are ever in flight.
 
 A source whose batches are views of a mapped file (``FileSource.mapped``) hands over no
-packet bytes at all: the child sends file offsets, and the parent maps the same file.
+packet bytes at all: the child sends file offsets, and the parent maps the same file. For a
+batch it does not decode, the child sends each frame's first bytes (``heads``, what decoding
+reads), gathered while they are in its cache, so the parent's decoding does not fault in the
+file's pages.
 
 >>> # src = ForkedSource(FileSource(path), batch_size=8192, prepare=prepare)
 """
@@ -64,6 +67,7 @@ class ForkedSource:
         *,
         batch_size: int,
         prepare: Callable[[RawBatch], RawBatch | Batch] | None = None,
+        heads: Callable[[RawBatch], np.ndarray] | None = None,
         slots: int = 3,
         slot_bytes: int = 24 << 20,
     ) -> None:
@@ -71,6 +75,7 @@ class ForkedSource:
         self.index = getattr(source, "index", 0)
         self._batch_size = batch_size
         self._prepare = prepare
+        self._heads = heads
         self._slot_bytes = slot_bytes
         self._data_bytes = slot_bytes - COLUMN_BYTES * batch_size
         if self._data_bytes < 1 << 20:
@@ -124,6 +129,9 @@ class ForkedSource:
         self._received += n
         raw_cols = {k: v[:n].copy() for k, v in self._columns(slot, RAW, 0).items()}
         cols = {k: v[:n].copy() for k, v in self._columns(slot, DECODED, len(RAW)).items()} if kind.endswith("batch") else {}
+        head = None
+        if kind == "mapped-heads":  # nbytes: the width of each frame's row
+            head = np.frombuffer(self._buf, np.uint8, count=n * nbytes, offset=slot * self._slot_bytes).reshape(n, nbytes).copy()
         if kind.startswith("mapped"):
             data = self._file
             assert data is not None
@@ -133,7 +141,7 @@ class ForkedSource:
         else:
             data = np.frombuffer(self._buf, np.uint8, count=nbytes, offset=slot * self._slot_bytes)
             weakref.finalize(data, self._release, slot)
-        raw = RawBatch(self.index, self.linktype, data, raw_cols["offset"], raw_cols["caplen"], raw_cols["wirelen"], raw_cols["ts"])
+        raw = RawBatch(self.index, self.linktype, data, raw_cols["offset"], raw_cols["caplen"], raw_cols["wirelen"], raw_cols["ts"], head)
         if not cols:
             return raw
         return Batch(raw=raw, window=np.zeros((n, 0), np.uint8), **cols)
@@ -215,6 +223,14 @@ class ForkedSource:
         prepared = self._prepare(raw) if self._prepare is not None and prepare else raw
         kind = "mapped-" if mapped else ""
         if isinstance(prepared, RawBatch):
+            if mapped and self._heads is not None and n:
+                # The parent would read each frame's first bytes from its own map of the file: they
+                # are in this process's cache now, and in one piece they cost the parent no page faults.
+                head = self._heads(raw)
+                width = head.shape[1]
+                if n * width <= self._data_bytes:
+                    np.frombuffer(self._buf, np.uint8, count=n * width, offset=slot * self._slot_bytes)[:] = head.ravel()
+                    return ("mapped-heads", slot, n, width)
             return (kind + "raw", slot, n, stop - start)
         for name, column in self._columns(slot, DECODED, len(RAW)).items():
             column[:n] = getattr(prepared, name)

@@ -25,7 +25,7 @@ from agent.decode._columns import Columns, select
 from agent.decode.arp import arp
 from agent.decode.link import ETH_ARP, ETH_IPV4, ETH_IPV6, HEAD, LINK_DECODERS, LINK_NAMES, supported
 
-__all__ = ["LINK_NAMES", "decode", "supported"]
+__all__ = ["LINK_NAMES", "decode", "read_heads", "supported"]
 
 _NO_WIRE_END = np.iinfo(np.int64).max // 2
 
@@ -52,10 +52,16 @@ def _window(raw: RawBatch, head: np.ndarray, l3: np.ndarray) -> np.ndarray:
     return window
 
 
+def read_heads(raw: RawBatch) -> np.ndarray:
+    """Each frame's first ``HEAD`` bytes, one row per frame: what ``decode`` reads headers from."""
+    return rows(raw.data, raw.offset, HEAD)
+
+
 def decode(raw: RawBatch) -> Batch:
     """Decode every packet of ``raw`` (whose link type must be ``supported``)."""
     n = len(raw)
-    head = rows(raw.data, raw.offset, HEAD)  # the one gather from the packet buffer: every header comes from here
+    # The one gather from the packet buffer (unless a reader process made it): every header comes from here.
+    head = raw.head if raw.head is not None else read_heads(raw)
     link = LINK_DECODERS[raw.linktype](raw, head)
     c = Columns.empty(n)
     c.error[:] = link.error

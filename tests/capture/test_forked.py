@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -11,12 +12,14 @@ from pathlib import Path
 
 import numpy as np
 import pcapgen as g
+import pytest
 from liveagent import alive
 from waiting import until
 
 from agent.batch import Batch, RawBatch
 from agent.capture.forked import ForkedSource
 from agent.capture.offline import FileSource
+from agent.decode import read_heads
 from agent.pipeline import prepare
 
 
@@ -32,10 +35,11 @@ def frames_of(batch: RawBatch) -> list[bytes]:
     return [bytes(batch.data[o : o + c]) for o, c in zip(batch.offset.tolist(), batch.caplen.tolist())]
 
 
-def test_a_forked_reader_hands_over_every_packet_as_read(tmp_path: Path) -> None:
+@pytest.mark.parametrize("heads", [False, True], ids=["raw", "with heads"])
+def test_a_forked_reader_hands_over_every_packet_as_read(tmp_path: Path, heads: bool) -> None:
     cap = capture(20_000)  # about 14 MB: more than one slot's worth, so slots are reused
     path = cap.write(tmp_path / "many.pcap")
-    forked = ForkedSource(FileSource(path), batch_size=1024, prepare=prepare, slot_bytes=4 << 20)
+    forked = ForkedSource(FileSource(path), batch_size=1024, prepare=prepare, heads=read_heads if heads else None, slot_bytes=4 << 20)
     frames: list[bytes] = []
     times: list[int] = []
     kinds: set[str] = set()
@@ -47,6 +51,11 @@ def test_a_forked_reader_hands_over_every_packet_as_read(tmp_path: Path) -> None
             times += raw.ts.tolist()
             if isinstance(got, Batch):  # decoded in the child: the columns match decoding here
                 assert np.array_equal(got.wirelen, prepare(raw).wirelen)
+            elif heads:  # each frame's first bytes, gathered in the child: what decoding here would read
+                assert got.head is not None
+                assert np.array_equal(got.head, read_heads(dataclasses.replace(got, head=None)))
+            else:
+                assert got.head is None
     finally:
         forked.close()
     assert frames == [p.frame for p in cap.packets]
@@ -58,6 +67,7 @@ READER = """
 import sys, time
 from agent.capture.forked import ForkedSource
 from agent.capture.offline import FileSource
+from agent.decode import read_heads
 src = ForkedSource(FileSource(sys.argv[1]), batch_size=256, slots=2, slot_bytes=2 << 20)
 print(src._proc.pid, flush=True)
 time.sleep(60)  # never reads: the reader fills its slots and waits for the parent
