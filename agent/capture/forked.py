@@ -205,6 +205,7 @@ class ForkedSource:
                 busy_parent = len(free) <= slots // 2
                 slot = free.pop()
                 conn.send(self._fill(slot, batch, prepare=busy_parent, mapped=mapped))
+                batch = None  # sent: its pages of a mapped file go back before the next batch is read
         except CaptureError as e:
             conn.send(("error", str(e)))
         except (BrokenPipeError, EOFError, KeyboardInterrupt):
