@@ -20,7 +20,7 @@ import numpy as np
 from agent import labels
 from agent.batch import Batch, RawBatch
 from agent.decode import ip, transport
-from agent.decode._bytes import rows
+from agent.decode._bytes import rows, shifted
 from agent.decode._columns import Columns, select
 from agent.decode.arp import arp
 from agent.decode.link import ETH_ARP, ETH_IPV4, ETH_IPV6, HEAD, LINK_DECODERS, LINK_NAMES, supported
@@ -32,22 +32,18 @@ _NO_WIRE_END = np.iinfo(np.int64).max // 2
 
 def _window(raw: RawBatch, head: np.ndarray, l3: np.ndarray) -> np.ndarray:
     """Each frame's first ``WINDOW`` bytes from its network header on: a view of ``head`` when every
-    network header starts at the same offset (the usual case), else rows shifted group by group."""
+    network header starts at the same offset (the usual case), else one gather of each row's own
+    window, from the packet buffer for the rare header that starts too far in for ``head``."""
     width = ip.WINDOW
     if l3.size == 0:
         return head[:, :width]
-    counts = np.bincount(np.clip(l3, 0, HEAD))
-    usual = int(np.argmax(counts))  # the offset most frames share (14 on Ethernet without tags)
-    if counts[usual] == l3.size and usual + width <= HEAD:
-        return head[:, usual : usual + width]
-    window = np.ascontiguousarray(head[:, usual : usual + width]) if usual + width <= HEAD else np.empty((l3.size, width), np.uint8)
-    other = np.flatnonzero(l3 != usual) if usual + width <= HEAD else np.arange(l3.size)
-    inside = l3[other] + width <= HEAD
-    if inside.any():
-        i = other[inside]
-        window[i] = np.take_along_axis(head[i], l3[i, None] + np.arange(width), axis=1)
+    first = int(l3[0])
+    if first + width <= HEAD and (l3 == first).all():
+        return head[:, first : first + width]
+    inside = l3 + width <= HEAD
+    window = shifted(head, np.where(inside, l3, 0), width)
     if not inside.all():
-        i = other[~inside]
+        i = np.flatnonzero(~inside)
         window[i] = rows(raw.data, raw.offset[i] + l3[i], width)
     return window
 

@@ -42,5 +42,13 @@ def rows(data: U8, at: I64, width: int) -> U8:
     return out.view(np.uint8).reshape(-1, width)
 
 
+def shifted(matrix: U8, start: I64, width: int) -> U8:
+    """``width`` bytes of each row of ``matrix``, from that row's own column ``start`` on (``start + width`` within the row)."""
+    m = np.ascontiguousarray(matrix)
+    at = np.arange(m.shape[0], dtype=np.int64) * m.shape[1] + start
+    out: U8 = _items(m.reshape(-1), width)[at].view(np.uint8).reshape(-1, width)
+    return out
+
+
 def _items(data: U8, width: int) -> np.ndarray:
     return np.ndarray(shape=(data.size - width + 1,), dtype=np.dtype((np.void, width)), buffer=data, strides=(1,))

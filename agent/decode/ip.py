@@ -44,7 +44,7 @@ def _be16(w: U8, at: int) -> I64:
 
 def ipv4(window: U8, avail_all: I64, wire_all: I64, c: Columns, r: Rows) -> None:
     """Decode IPv4 headers into ``c`` for the rows ``r``; ``avail``/``wire``: bytes from the header to the end of the capture / of the frame."""
-    w, avail, wire_avail = window[r], avail_all[r], wire_all[r]
+    w, avail, wire_avail = window[r, :20], avail_all[r], wire_all[r]  # the fixed header: all that is read here
     b0 = w[:, 0]
     ihl = (b0 & 0x0F).astype(np.int64) << 2
     total = _be16(w, 2)
@@ -84,7 +84,7 @@ def ipv4(window: U8, avail_all: I64, wire_all: I64, c: Columns, r: Rows) -> None
 
 def ipv6(data: U8, l3_all: I64, window: U8, avail_all: I64, wire_all: I64, c: Columns, r: Rows) -> None:
     """Decode IPv6 headers into ``c`` for the rows ``r`` and walk their extension headers."""
-    w, avail, wire_avail, l3 = window[r], avail_all[r], wire_all[r], l3_all[r]
+    w, avail, wire_avail, l3 = window[r, :40], avail_all[r], wire_all[r], l3_all[r]  # the fixed header: all that is read here
     ver = w[:, 0] >> 4
     payload = _be16(w, 4)
     claimed = np.where(payload == 0, np.maximum(avail, 40), 40 + payload)  # 0: a jumbogram, trust the capture

@@ -44,6 +44,19 @@ def test_vlan_and_qinq_tags_are_walked() -> None:
     assert b.sport.tolist() == [40000, 5353, 40000]
 
 
+def test_each_window_starts_at_its_own_network_header() -> None:
+    """Dedup and the transport decoder read each frame's network header from ``window``: in a batch
+    of frames with 0 to 4 tags (where Ethernet's network header can start), each row starts at its
+    own frame's network header."""
+    frames = [g.eth_vlan([7] * k, g.ETH_IPV4) + TCP_V4 if k else g.eth(g.ETH_IPV4) + TCP_V4 for k in (0, 1, 4, 0, 2, 3, 0)]
+    b = decoded(frames)
+    assert (b.l3 - b.raw.offset).tolist() == [14, 18, 30, 14, 22, 26, 14]
+    for row, frame, l3 in zip(b.window, frames, (b.l3 - b.raw.offset).tolist()):
+        assert bytes(row[: len(frame) - l3]) == frame[l3:]
+    uniform = decoded([g.eth_vlan([7], g.ETH_IPV4) + TCP_V4] * 3)
+    assert [bytes(row[: len(TCP_V4)]) for row in uniform.window] == [TCP_V4] * 3
+
+
 def test_vlan_tag_cut_short_and_too_many_tags() -> None:
     five_tags = g.eth_vlan([1, 2, 3, 4, 5], g.ETH_IPV4) + TCP_V4
     b = decoded([g.eth(g.ETH_VLAN) + b"\x00", five_tags])
