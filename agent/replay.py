@@ -22,10 +22,11 @@ from agent.registry import Device
 from agent.snapshot import Snapshot
 
 FORK_ABOVE = 16 << 20  # bytes: files larger than this are read in a child process
-# Packets per batch of a replay at least: a replay is about throughput, not latency, and twice the
-# live default halves the pipeline's cost per batch (W1 of bench/: 1.63 -> 1.41 of softflowd's
-# time) for 8 MB more peak RSS.
-REPLAY_BATCH = 8192
+# Packets per batch of a replay at least: a replay is about throughput, not latency, and three times
+# the live default cuts the cost per batch of the pipeline and of the reader (W1 of bench/: 8192
+# took 1.08 times as long). 16384 was faster again, but over 80 MB of peak RSS.
+REPLAY_BATCH = 12288
+READER_SLOTS = 2  # batches a forked reader may have handed over and not had back
 
 
 def interface_names(paths: Sequence[str | Path]) -> list[str]:
@@ -57,7 +58,7 @@ def replay_engine(config: Config, paths: Sequence[str | Path], known_devices: Se
     def opener(i: int) -> Source:
         source = open_file(i)  # opened here, so a bad file is an error before anything starts
         if fork and Path(paths[i]).stat().st_size > FORK_ABOVE:
-            return ForkedSource(source, batch_size=batch_size, prepare=prepare, heads=read_heads)
+            return ForkedSource(source, batch_size=batch_size, prepare=prepare, heads=read_heads, slots=READER_SLOTS)
         return source  # a small file is read before a child would have started
 
     engine = Engine(
@@ -65,8 +66,8 @@ def replay_engine(config: Config, paths: Sequence[str | Path], known_devices: Se
         opener,
         batch_size=batch_size,
         window=0.0,
-        # The reader only needs to stay a little ahead: a few batches of memory, not the live queue's.
-        queue_capacity=min(config.pipeline.queue_capacity_packets, 2 * batch_size),
+        # The reader only needs to stay a batch ahead (a forked one holds more in its slots), not the live queue's worth.
+        queue_capacity=min(config.pipeline.queue_capacity_packets, batch_size),
         blocking=True,
         retry=False,
         sequential=True,
