@@ -250,41 +250,44 @@ class PcapMap:
         guessed = first[first >= 0]
         if guessed.size < count // 2:
             return None
-        # Walk every chain a record a step, each up to the next chain's first record.
-        bound = np.r_[guessed[1:], min(pos + count * segment, size)]
-        p = guessed.copy()
-        active = np.ones(p.size, np.bool_)
-        damaged = np.zeros(p.size, np.bool_)
-        caplen_at, last_header = self._u32[8:], size - 16
+        # Walk every chain a record a step, each up to the next chain's first record. A chain that
+        # has got there walks on until all have (one check every few steps is cheaper than stopping
+        # each); what it finds beyond is left out below. Lengths are read only within the round's
+        # stretch, so a chain gone astray maps no page outside it.
+        end_of_round = min(pos + count * segment, size)
+        bound = np.r_[guessed[1:], end_of_round]
+        caplen_at, furthest = self._u32[8:], min(end_of_round, size - 12)
+        p = guessed
         steps: list[I64] = []
-        for _ in range(8 * CHAIN_RECORDS):  # a chain still walking then (many segments without a guess) goes on next round
-            # A header cut short reads as a record past the end too (``after`` > size): both are left
-            # to the one-at-a-time walk, which stops there. A length over the snapshot length is
-            # walked past, as a plain walk does: ``next`` stops at it.
-            after = p + 16 + caplen_at[np.minimum(p, last_header)]
-            bad = active & (after > size)
-            if bad.any():
-                damaged |= bad
-                active &= ~bad
-            steps.append(np.where(active, p, -1))
-            p = np.where(active, after, p)
-            active &= p < bound
-            if not active.any():
+        for step in range(8 * CHAIN_RECORDS):  # a chain still short of its end then (segments without a guess) goes on next round
+            steps.append(p)
+            p = p + 16 + caplen_at[np.minimum(p, furthest)]
+            if step % 4 == 3 and (p >= bound).all():
                 break
+        at = np.array([*steps, p])  # (steps + 1, chains): each chain's positions, and where each step led
+        chains = np.arange(bound.size)
+        past = at[1:] >= bound  # the step led to the chain's end, or past it
+        reached = past.any(axis=0)
+        first_past = past.argmax(axis=0) + 1
+        end = np.where(reached, at[first_past, chains], p)
+        damaged = reached & (end > size)  # the record before the end runs past the end of the file (or its header is cut)
         # Chains count from the first to the first that did not land on the next one's guess.
-        done = ~active & ~damaged
-        done[:-1] &= p[:-1] == bound[:-1]
+        done = reached & ~damaged
+        done[:-1] &= end[:-1] == bound[:-1]
         short = np.flatnonzero(~done)
-        last = int(short[0]) if short.size else p.size - 1
-        if short.size and not damaged[last] and not active[last]:
+        last = int(short[0]) if short.size else bound.size - 1
+        if short.size and reached[last] and not damaged[last]:
             self.wrong_guesses += 1
             self._serial_owed = count * CHAIN_RECORDS  # walk past the wrong guess one at a time
-        walked = np.array(steps).T[: last + 1].ravel()
-        self._pos = int(p[last])
-        self._walked = self._pos >= size
         if damaged[last]:
-            self._serial_owed = 1  # the damaged record: the one-at-a-time walk sets ``stopped``
-        walked = walked[walked >= 0]
+            self._pos = int(at[first_past[last] - 1, last])  # the damaged record: the one-at-a-time walk sets ``stopped``
+            self._serial_owed = 1
+        else:
+            self._pos = int(end[last])
+        self._walked = self._pos >= size
+        # A chain's records: positions before its end whose record fits in the file.
+        records = ((at[:-1] < bound) & (at[1:] <= size))[:, : last + 1]
+        walked: I64 = at[:-1, : last + 1].T[records.T]
         self.chained += walked.size
         return walked
 
