@@ -100,8 +100,9 @@ class PcapMap:
         self._size = len(mm)
         self._hdr = np.dtype(order + "u4")
         self._caplen_at = struct.Struct(order + "I").unpack_from
-        # Every 4 bytes of the file as a number, one starting at each byte: header fields by offset.
+        # Every 4 bytes of the file as a number, and every 16 as a record header, one starting at each byte.
         self._u32: np.ndarray = np.ndarray((self._size - 3,), self._hdr, buffer=mm, strides=(1,))
+        self._headers: np.ndarray = np.ndarray((self._size - 15,), np.dtype((np.void, 16)), buffer=mm, strides=(1,))
         self._high = (3, 2) if order == "<" else (0, 1)  # where a header's two high timestamp bytes lie
         self._divisor = divisor
         self._fraction_limit = 1_000_000 * divisor
@@ -141,8 +142,7 @@ class PcapMap:
         at, self._ahead = self._ahead[:max_packets], self._ahead[max_packets:]
         if at.size == 0:
             return at, at, at, at
-        view = np.lib.stride_tricks.as_strided(self.data, shape=(self._size - 15, 16), strides=(1, 1))
-        fields = view[at].copy().view(self._hdr).astype(np.int64)  # sec, fraction, caplen, original length
+        fields = self._headers[at].view(self._hdr).reshape(-1, 4).astype(np.int64)  # sec, fraction, caplen, original length
         over = np.flatnonzero(fields[:, 2] > self._snaplen)
         if over.size:
             # libpcap cuts such a record to the snapshot length: it reads on from this one.
@@ -175,6 +175,7 @@ class PcapMap:
     def close(self) -> None:
         self.data = np.zeros(0, np.uint8)
         self._u32 = np.zeros(0, self._hdr)
+        self._headers = np.zeros(0, np.dtype((np.void, 16)))
         with contextlib.suppress(BufferError):  # batches still view the file: the map goes with the last of them
             self._mm.close()
 
