@@ -265,12 +265,12 @@ class PcapMap:
             p = p + 16 + caplen_at[np.minimum(p, furthest)]
             if step % 4 == 3 and (p >= bound).all():
                 break
-        at = np.array([*steps, p])  # (steps + 1, chains): each chain's positions, and where each step led
+        trail = np.array([*steps, p])  # (steps + 1, chains): each chain's positions, and where each step led
         chains = np.arange(bound.size)
-        past = at[1:] >= bound  # the step led to the chain's end, or past it
+        past = trail[1:] >= bound  # the step led to the chain's end, or past it
         reached = past.any(axis=0)
         first_past = past.argmax(axis=0) + 1
-        end = np.where(reached, at[first_past, chains], p)
+        end = np.where(reached, trail[first_past, chains], p)
         damaged = reached & (end > size)  # the record before the end runs past the end of the file (or its header is cut)
         # Chains count from the first to the first that did not land on the next one's guess.
         done = reached & ~damaged
@@ -281,14 +281,14 @@ class PcapMap:
             self.wrong_guesses += 1
             self._serial_owed = count * CHAIN_RECORDS  # walk past the wrong guess one at a time
         if damaged[last]:
-            self._pos = int(at[first_past[last] - 1, last])  # the damaged record: the one-at-a-time walk sets ``stopped``
+            self._pos = int(trail[first_past[last] - 1, last])  # the damaged record: the one-at-a-time walk sets ``stopped``
             self._serial_owed = 1
         else:
             self._pos = int(end[last])
         self._walked = self._pos >= size
         # A chain's records: positions before its end whose record fits in the file.
-        records = ((at[:-1] < bound) & (at[1:] <= size))[:, : last + 1]
-        walked: I64 = at[:-1, : last + 1].T[records.T]
+        records = ((trail[:-1] < bound) & (trail[1:] <= size))[:, : last + 1]
+        walked: I64 = trail[:-1, : last + 1].T[records.T]
         self.chained += walked.size
         return walked
 
