@@ -26,7 +26,10 @@ FORK_ABOVE = 16 << 20  # bytes: files larger than this are read in a child proce
 # the live default cuts the cost per batch of the pipeline and of the reader (W1 of bench/: 8192
 # took 1.08 times as long). 16384 was faster again, but over 80 MB of peak RSS.
 REPLAY_BATCH = 12288
-READER_SLOTS = 2  # batches a forked reader may have handed over and not had back
+# Batches a forked reader may have handed over and not had back. A mapped file's reader sends
+# only columns, given back as soon as they are read: two keep it a batch ahead. Any other file's
+# packets stay in their slot until the pipeline is done with them: three (two cost pcapng 16 %).
+MAPPED_SLOTS, COPIED_SLOTS = 2, 3
 
 
 def interface_names(paths: Sequence[str | Path]) -> list[str]:
@@ -35,12 +38,12 @@ def interface_names(paths: Sequence[str | Path]) -> list[str]:
     return [n if names.count(n) == 1 else str(p) for n, p in zip(names, paths)]
 
 
-def file_opener(config: Config, paths: Sequence[str | Path], *, pace: bool) -> tuple[list[str], Callable[[int], Source]]:
+def file_opener(config: Config, paths: Sequence[str | Path], *, pace: bool) -> tuple[list[str], Callable[[int], FileSource]]:
     """Interface names for the files, and a function that opens file number i."""
     names = interface_names(paths)
     bpf = config.capture.bpf_filter or None
 
-    def open_file(i: int) -> Source:
+    def open_file(i: int) -> FileSource:
         return FileSource(Path(paths[i]), index=i, name=names[i], bpf=bpf, pace=pace, loop=config.capture.loop)
 
     return names, open_file
@@ -58,7 +61,8 @@ def replay_engine(config: Config, paths: Sequence[str | Path], known_devices: Se
     def opener(i: int) -> Source:
         source = open_file(i)  # opened here, so a bad file is an error before anything starts
         if fork and Path(paths[i]).stat().st_size > FORK_ABOVE:
-            return ForkedSource(source, batch_size=batch_size, prepare=prepare, heads=read_heads, slots=READER_SLOTS)
+            slots = MAPPED_SLOTS if source.mapped else COPIED_SLOTS
+            return ForkedSource(source, batch_size=batch_size, prepare=prepare, heads=read_heads, slots=slots)
         return source  # a small file is read before a child would have started
 
     engine = Engine(

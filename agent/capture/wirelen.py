@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import mmap
 import struct
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -51,7 +51,7 @@ class WireLengths:
     def __init__(self, path: Path, *, filtered: bool = False) -> None:
         self.filtered = filtered  # a BPF filter hides records from us: match each one
         self._mm: mmap.mmap | None = None
-        self._walk: Iterator[tuple[int, int, int | None]] | None = None
+        self._walk: Generator[tuple[int, int, int | None]] | None = None
         self._lost = False
         with open(path, "rb") as f:
             head = f.read(24)
@@ -81,6 +81,8 @@ class WireLengths:
         return self._take_pcap(caplen, ts)
 
     def close(self) -> None:
+        if self._walk is not None:
+            self._walk.close()  # unmaps a pcapng file (a generator)
         if self._mm is not None:
             del self._buf
             self._mm.close()
@@ -145,7 +147,7 @@ class WireLengths:
         return out
 
 
-def _tsresol(data: bytes, order: str, start: int, end: int) -> int:
+def _tsresol(data: bytes | mmap.mmap, order: str, start: int, end: int) -> int:
     """Timestamp units per second of an interface, from its if_tsresol option (default: microseconds)."""
     at = start
     while at + 4 <= end:
@@ -159,11 +161,24 @@ def _tsresol(data: bytes, order: str, start: int, end: int) -> int:
     return 1_000_000
 
 
-def _pcapng_lengths(path: Path) -> Iterator[tuple[int, int, int | None]]:
-    """(captured length, original length, timestamp in us or None) of each packet block of a pcapng file, in order."""
+def _pcapng_lengths(path: Path) -> Generator[tuple[int, int, int | None]]:
+    """(captured length, original length, timestamp in us or None) of each packet block of a pcapng file, in order.
+
+    The file is read from a map whose pages are given back behind the walk, so a file of any size
+    costs a few megabytes of RSS.
+    """
     with open(path, "rb") as f:
-        data = f.read()
-    pos, order = 0, "<"
+        if f.seek(0, 2) < 12:
+            return
+        data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    try:
+        yield from _pcapng_blocks(data)
+    finally:
+        data.close()
+
+
+def _pcapng_blocks(data: mmap.mmap) -> Iterator[tuple[int, int, int | None]]:
+    pos, order, released = 0, "<", 0
     interfaces: list[tuple[int, int]] = []  # (snaplen, timestamp units per second)
     while pos + 12 <= len(data):
         if data[pos : pos + 4] == PCAPNG_MAGIC:
@@ -187,3 +202,7 @@ def _pcapng_lengths(path: Path) -> Iterator[tuple[int, int, int | None]]:
             units = interfaces[iface][1] if iface < len(interfaces) else 1_000_000
             yield cap, orig, ((hi << 32) | lo) * 1_000_000 // units
         pos += total
+        if pos - released >= 2 * RELEASE_CHUNK:
+            behind = (pos // RELEASE_CHUNK) * RELEASE_CHUNK
+            data.madvise(mmap.MADV_DONTNEED, released, behind - released)
+            released = behind

@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import numpy as np
 import pcapgen as g
 import pytest
 
 from agent._exceptions import CaptureError, ConfigError
 from agent.capture.offline import FileSource
+from agent.capture.wirelen import WireLengths
 
 
 def capture(n: int = 50, cut: int | None = None) -> g.Capture:
@@ -102,3 +104,32 @@ def test_loop_starts_over(tmp_path: Path) -> None:
     src = FileSource(capture(n=3).write(tmp_path / "l.pcap"), loop=True)
     got = sum(len(src.read(2, 0.0) or []) for _ in range(5))
     assert got == 8  # 2 + 1, then 2 + 1, then 2 more: it never ends
+
+
+def rss_kib() -> int:
+    """Resident memory of this process, anonymous and file-backed."""
+    with open("/proc/self/status") as f:
+        fields = dict(line.split(":", 1) for line in f)
+    return int(fields["RssAnon"].split()[0]) + int(fields["RssFile"].split()[0])
+
+
+def test_a_large_pcapng_file_is_not_held_in_memory(tmp_path: Path) -> None:
+    """The original lengths of a pcapng file come from a walk of its blocks that gives pages back
+    as it goes: a 52 MB file read to the end costs far less than 52 MB of RSS."""
+    frame = g.eth(g.ETH_IPV4) + g.ipv4(g.UDP, "10.0.0.1", "10.0.0.2", g.udp(1, 2, bytes(1472)))
+    n = 34_000
+    path = tmp_path / "big.pcapng"
+    g.write_pcapng(path, [g.Packet(1_000_000 + i, frame, len(frame) + 100) for i in range(n)])  # wire: 100 bytes more
+    assert path.stat().st_size > 50_000_000
+    lengths = WireLengths(path)
+    before = rss_kib()
+    peak, wire = 0, 0
+    try:
+        caplen = np.full(1000, len(frame), np.int64)
+        for start in range(0, n, 1000):
+            wire += int(lengths.take(caplen, 1_000_000 + start + np.arange(1000)).sum())
+            peak = max(peak, rss_kib() - before)
+    finally:
+        lengths.close()
+    assert wire == n * (len(frame) + 100)
+    assert peak < 16 << 10  # KiB: the 4 MB the walk gives back at a time, not the 52 MB file
