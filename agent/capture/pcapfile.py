@@ -302,9 +302,9 @@ class PcapMap:
             k = min(block, want, (self._size - self._pos) // stride)
             if k <= 0:
                 break
-            heads = np.lib.stride_tricks.as_strided(self.data[self._pos + 8 :], shape=(k, 4), strides=(stride, 1))
-            differ = np.flatnonzero(heads.copy().view(self._hdr)[:, 0] != caplen)
-            run = self._pos + stride * np.arange(int(differ[0]) if differ.size else k, dtype=np.int64)
+            at = self._pos + stride * np.arange(k, dtype=np.int64)
+            differ = np.flatnonzero(self._u32[at + 8] != caplen)
+            run = at[: int(differ[0])] if differ.size else at
             if run.size:
                 parts.append(run)
                 want -= run.size
