@@ -17,11 +17,12 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from agent import __version__, labels
+from agent import __version__
 from agent import config as config_mod
-from agent._exceptions import ConfigError, PktagentError
+from agent.base import labels
+from agent.base.snapshot import Snapshot
 from agent.config import Config
-from agent.snapshot import Snapshot
+from agent.errors import ConfigError, PktagentError
 
 log = logging.getLogger("pktagent")
 
@@ -65,7 +66,7 @@ def resolve_config(args: argparse.Namespace) -> Config:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from agent.app import Agent
+    from agent.runtime.agent import Agent
 
     agent = Agent(resolve_config(args))
     stop, hup = threading.Event(), threading.Event()
@@ -136,12 +137,12 @@ def _progress(engine: Any, total_files: int, done: threading.Event) -> None:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     from agent import build_labels
-    from agent.replay import finish, replay_engine
+    from agent.runtime.replay import finish, replay_engine
 
     cfg = resolve_config(args).replace("capture", pcap=tuple(args.files), interfaces=(), loop=False)
     writer = None
     if args.state_dir:
-        from agent.app import open_store
+        from agent.runtime.agent import open_store
 
         writer = open_store(cfg)
     engine = replay_engine(cfg, args.files, writer.store.load() if writer else ())
@@ -176,7 +177,7 @@ def exposition(snap: Snapshot) -> bytes:
     """The Prometheus text exposition of one snapshot."""
     from prometheus_client import CollectorRegistry, generate_latest
 
-    from agent.metrics import SnapshotCollector
+    from agent.export.metrics import SnapshotCollector
 
     registry = CollectorRegistry()
     registry.register(SnapshotCollector(lambda: snap))
@@ -184,8 +185,8 @@ def exposition(snap: Snapshot) -> bytes:
 
 
 def cmd_devices(args: argparse.Namespace) -> int:
-    from agent.registry import SOURCES
-    from agent.store import read_devices
+    from agent.naming.registry import SOURCES
+    from agent.naming.store import read_devices
 
     cfg = resolve_config(args)
     devices = read_devices(cfg.state_dir)
@@ -260,11 +261,11 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         except pcapy.PcapError as e:
             raise ConfigError(f"{args.file}: config key capture.bpf_filter: libpcap rejects {cfg.capture.bpf_filter!r}: {e}") from None
     if cfg.web.config_file:
-        from agent import web
+        from agent.export import web
 
         web.load(cfg.web.config_file)
     if cfg.otlp.protocol == "grpc":
-        from agent.otlp import grpc_available
+        from agent.export.otlp import grpc_available
 
         if not grpc_available():
             raise ConfigError(f"{args.file}: config key otlp.protocol: grpc needs the gRPC exporter: pip install 'pktagent[grpc]'")

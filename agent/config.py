@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent._exceptions import ConfigError
+from agent.errors import ConfigError
 
 DEFAULT_PORT = 10464
 DEFAULT_LOCAL_NETWORKS = (

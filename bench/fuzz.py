@@ -32,7 +32,7 @@ from test_fuzz import LINKTYPES, FuzzBatch, check_decoded, fuzz_run, run_pipelin
 from agent import labels  # noqa: E402
 from agent.capture.memory import MemorySource  # noqa: E402
 from agent.config import Config  # noqa: E402
-from agent.decode import decode  # noqa: E402
+from agent.stages.decode import decode  # noqa: E402
 
 
 def run(examples: int, seconds: float, chunk: int, first_seed: int) -> dict[str, object]:

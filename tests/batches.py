@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from agent.batch import Batch, RawBatch
+from agent.base.batch import Batch, RawBatch
 from agent.capture.memory import MemorySource
-from agent.decode import decode
+from agent.stages.decode import decode
 
 
 def raw(frames: Sequence[bytes], *, linktype: int = 1, ts: Sequence[int] | None = None, wire: Sequence[int] | None = None) -> RawBatch:

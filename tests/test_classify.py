@@ -5,9 +5,9 @@ from __future__ import annotations
 import pcapgen as g
 from batches import decoded
 
-from agent import labels
-from agent.classify import Classifier
+from agent.base import labels
 from agent.config import DEFAULT_LOCAL_NETWORKS
+from agent.stages.classify import Classifier
 
 E4, E6 = g.eth(g.ETH_IPV4), g.eth(g.ETH_IPV6)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from agent import config
-from agent._exceptions import ConfigError
+from agent.errors import ConfigError
 
 
 def test_defaults() -> None:

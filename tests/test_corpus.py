@@ -25,11 +25,11 @@ import pcapy
 import pytest
 from pcapgen import libpcap_records
 
-from agent._exceptions import CaptureError
+from agent.base.snapshot import Snapshot
 from agent.config import Config
-from agent.decode import supported
-from agent.replay import replay_files
-from agent.snapshot import Snapshot
+from agent.errors import CaptureError
+from agent.runtime.replay import replay_files
+from agent.stages.decode import supported
 
 CAPTURES = 830  # 785 .pcap and 45 .pcapng files
 NOT_CAPTURES = {"LICENSE"}

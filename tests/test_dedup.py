@@ -6,7 +6,7 @@ import numpy as np
 import pcapgen as g
 from batches import decoded
 
-from agent.dedup import Dedup
+from agent.stages.dedup import Dedup
 
 E4, E6 = g.eth(g.ETH_IPV4), g.eth(g.ETH_IPV6)
 PKT = g.ipv4(g.TCP, "192.168.1.2", "1.1.1.1", g.tcp(40000, 443, g.ACK, b"hello"), ident=77)

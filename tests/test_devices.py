@@ -6,12 +6,12 @@ import numpy as np
 import pcapgen as g
 from batches import decoded
 
-from agent.addresses import address_int
-from agent.classify import Classifier
+from agent.base.addresses import address_int
 from agent.config import DEFAULT_LOCAL_NETWORKS, DeviceEntry
-from agent.devices import AddressCache, NameLookup, local_devices
-from agent.interner import UNNAMED, Interner
-from agent.registry import Registry
+from agent.naming.devices import AddressCache, NameLookup, local_devices
+from agent.naming.interner import UNNAMED, Interner
+from agent.naming.registry import Registry
+from agent.stages.classify import Classifier
 
 TV = DeviceEntry("tv", addresses=("192.168.1.20", "fd00::20"))
 PI = DeviceEntry("pi-kitchen", addresses=("192.168.1.30",))

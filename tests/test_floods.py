@@ -20,14 +20,14 @@ import pcapgen as g
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from agent import labels
-from agent.batch import RawBatch
+from agent.base import labels
+from agent.base.batch import RawBatch
+from agent.base.snapshot import Snapshot
 from agent.capture.memory import MemorySource
 from agent.cli import exposition
 from agent.config import Config
-from agent.engine import Engine
-from agent.pipeline import Pipeline
-from agent.snapshot import Snapshot
+from agent.runtime.engine import Engine
+from agent.runtime.pipeline import Pipeline
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 import workloads  # the benchmark's generator

@@ -6,8 +6,8 @@ import numpy as np
 import pcapgen as g
 from batches import decoded
 
-from agent import labels
-from agent.flows import FlowTable
+from agent.base import labels
+from agent.stages.flows import FlowTable
 
 E4, E6 = g.eth(g.ETH_IPV4), g.eth(g.ETH_IPV6)
 C, S = "192.168.1.2", "93.184.216.34"

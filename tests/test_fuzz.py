@@ -33,15 +33,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
-from agent import labels
-from agent.batch import Batch, RawBatch
+from agent.base import labels
+from agent.base.batch import Batch, RawBatch
+from agent.base.snapshot import Snapshot
 from agent.capture.memory import MemorySource
-from agent.classify import Classifier
 from agent.config import Config
-from agent.decode import decode
-from agent.decode.link import LINK_DECODERS
-from agent.pipeline import Pipeline, prepare
-from agent.snapshot import Snapshot
+from agent.runtime.pipeline import Pipeline, prepare
+from agent.stages.classify import Classifier
+from agent.stages.decode import decode
+from agent.stages.decode.link import LINK_DECODERS
 
 EXAMPLES = 200  # in `make test`; bench/fuzz.py runs as many as it is told
 START_US = 1_700_000_000_000_000
@@ -459,7 +459,7 @@ def test_seeds_reach_the_learning_slow_path() -> None:
 
 
 def _names_learned() -> list[tuple[str, str, str]]:
-    from agent.learn import Learner
+    from agent.naming.learn import Learner
 
     frames = [frame_for(1, s, 0)[0] for s in SEEDS if s.learn]
     raw = MemorySource([(START_US + 1000 * i, f) for i, f in enumerate(frames)]).read(len(frames), 0.0)

@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.hashindex import HashIndex
+from agent.base.hashindex import HashIndex
 
 
 @settings(max_examples=60, deadline=None)

@@ -23,7 +23,7 @@ from known import mixed
 
 from agent.cli import exposition
 from agent.config import Config
-from agent.replay import replay_files
+from agent.runtime.replay import replay_files
 
 GOLDEN = Path(__file__).parent / "golden" / "replay.prom"
 TIMING = ("pktagent_batch_processing_seconds", "pktagent_processing_busy_seconds_total")

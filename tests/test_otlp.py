@@ -10,10 +10,10 @@ from otlp_receiver import Receiver
 from prometheus_client.parser import text_string_to_metric_families
 from waiting import until
 
-from agent.app import Agent, otlp_enabled
 from agent.cli import exposition
 from agent.config import Config, OtlpConfig
-from agent.otlp import METRICS, metrics_endpoint
+from agent.export.otlp import METRICS, metrics_endpoint
+from agent.runtime.agent import Agent, otlp_enabled
 
 
 def fixture(path: Path, packets: int = 40) -> Path:

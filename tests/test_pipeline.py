@@ -5,9 +5,9 @@ from __future__ import annotations
 import pcapgen as g
 from batches import raw
 
-from agent import labels
+from agent.base import labels
 from agent.config import Config
-from agent.pipeline import Pipeline
+from agent.runtime.pipeline import Pipeline
 
 
 def home_capture() -> tuple[list[bytes], list[int]]:

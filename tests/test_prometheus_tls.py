@@ -13,8 +13,8 @@ from certs import Pki, make_pki
 from conftest import need_tool
 from prometheus import Prometheus
 
-from agent.app import Agent
 from agent.config import Config
+from agent.runtime.agent import Agent
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 from agent.config import Config
-from agent.otlp import METRICS
+from agent.export.otlp import METRICS
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 

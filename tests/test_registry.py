@@ -14,11 +14,11 @@ import pytest
 from batches import raw
 
 from agent.config import Config, DeviceEntry
-from agent.learn import dns
-from agent.pipeline import Pipeline
-from agent.replay import replay_files
-from agent.store import Store, StoreWriter, read_devices
-from agent.usage import MergedUsage, TopN
+from agent.naming.learn import dns
+from agent.naming.store import Store, StoreWriter, read_devices
+from agent.naming.usage import MergedUsage, TopN
+from agent.runtime.pipeline import Pipeline
+from agent.runtime.replay import replay_files
 
 ROUTER, ROUTER_MAC = "192.168.1.1", "02:00:00:00:00:01"
 TV_MAC, PHONE_MAC, PHONE_RANDOM_MAC, PI_MAC = "00:11:22:33:44:20", "00:11:22:33:44:40", "da:11:22:33:44:41", "b8:27:eb:00:00:30"

@@ -13,8 +13,8 @@ import pcapgen as g
 from prometheus import free_port
 from prometheus_client.parser import text_string_to_metric_families
 
-from agent.app import Agent
 from agent.config import Config, DeviceEntry
+from agent.runtime.agent import Agent
 
 
 def capture(path: Path) -> Path:

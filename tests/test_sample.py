@@ -8,8 +8,8 @@ import pytest
 from batches import raw
 
 from agent.config import Config
-from agent.pipeline import Pipeline
-from agent.sample import Sampler
+from agent.runtime.pipeline import Pipeline
+from agent.stages.sample import Sampler
 
 
 def test_rate_one_keeps_everything() -> None:

@@ -14,9 +14,9 @@ import pytest
 from certs import Pki, make_pki
 from prometheus_client import CollectorRegistry
 
-from agent import web
-from agent._exceptions import ConfigError
-from agent.server import MetricsServer
+from agent.errors import ConfigError
+from agent.export import web
+from agent.export.server import MetricsServer
 
 HASH = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(rounds=4)).decode()
 

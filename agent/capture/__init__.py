@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import NamedTuple, Protocol
 
-from agent.batch import Batch, RawBatch
+from agent.base.batch import Batch, RawBatch
 
 
 class CaptureStats(NamedTuple):

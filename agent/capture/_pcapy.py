@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pcapy
 
-from agent.batch import I64
+from agent.base.batch import I64
 
 PcapError = pcapy.PcapError
 

@@ -30,10 +30,10 @@ from typing import Any
 
 import numpy as np
 
-from agent._exceptions import CaptureError
-from agent.batch import Batch, RawBatch
+from agent.base.batch import Batch, RawBatch
 from agent.capture import CaptureStats, Source
 from agent.capture.pcapfile import MappedPages
+from agent.errors import CaptureError
 
 RAW = (("offset", np.int64), ("caplen", np.int64), ("wirelen", np.int64), ("ts", np.int64))
 DECODED = (

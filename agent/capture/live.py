@@ -15,10 +15,10 @@ import time
 import numpy as np
 import pcapy
 
-from agent._exceptions import CaptureError, CapturePermissionError, ConfigError
-from agent.batch import RawBatch
+from agent.base.batch import RawBatch
 from agent.capture import CaptureStats
 from agent.capture._pcapy import ACTIVATE_ERRORS, PERMISSION_CODES, PcapError, columns
+from agent.errors import CaptureError, CapturePermissionError, ConfigError
 
 PERMISSION_HINT = (
     "capturing needs CAP_NET_RAW: run as root, give the service AmbientCapabilities=CAP_NET_RAW (the Ansible role does), "

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from agent.batch import RawBatch
+from agent.base.batch import RawBatch
 from agent.capture import CaptureStats
 
 

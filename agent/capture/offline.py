@@ -17,12 +17,12 @@ from pathlib import Path
 import numpy as np
 import pcapy
 
-from agent._exceptions import CaptureError, ConfigError
-from agent.batch import RawBatch
+from agent.base.batch import RawBatch
 from agent.capture import CaptureStats
 from agent.capture._pcapy import PcapError, columns
 from agent.capture.pcapfile import PcapMap
 from agent.capture.wirelen import WireLengths, file_kind
+from agent.errors import CaptureError, ConfigError
 
 log = logging.getLogger("pktagent.capture")
 

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from agent.batch import I64, U8
+from agent.base.batch import I64, U8
 
 MAGICS = {  # byte order and divisor that turns the fraction into microseconds
     b"\xd4\xc3\xb2\xa1": ("<", 1),

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from agent.batch import I64
+from agent.base.batch import I64
 
 PCAP_MAGICS = {
     b"\xd4\xc3\xb2\xa1": ("<", 16),  # microsecond, little-endian

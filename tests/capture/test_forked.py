@@ -16,11 +16,11 @@ import pytest
 from liveagent import alive
 from waiting import until
 
-from agent.batch import Batch, RawBatch
+from agent.base.batch import Batch, RawBatch
 from agent.capture.forked import ForkedSource
 from agent.capture.offline import FileSource
-from agent.decode import read_heads
-from agent.pipeline import prepare
+from agent.runtime.pipeline import prepare
+from agent.stages.decode import read_heads
 
 
 def capture(n: int) -> g.Capture:
@@ -67,7 +67,7 @@ READER = """
 import sys, time
 from agent.capture.forked import ForkedSource
 from agent.capture.offline import FileSource
-from agent.decode import read_heads
+from agent.stages.decode import read_heads
 src = ForkedSource(FileSource(sys.argv[1]), batch_size=256, slots=2, slot_bytes=2 << 20)
 print(src._proc.pid, flush=True)
 time.sleep(60)  # never reads: the reader fills its slots and waits for the parent

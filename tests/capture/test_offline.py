@@ -9,9 +9,9 @@ import numpy as np
 import pcapgen as g
 import pytest
 
-from agent._exceptions import CaptureError, ConfigError
 from agent.capture.offline import FileSource
 from agent.capture.wirelen import WireLengths
+from agent.errors import CaptureError, ConfigError
 
 
 def capture(n: int = 50, cut: int | None = None) -> g.Capture:

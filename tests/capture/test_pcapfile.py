@@ -11,7 +11,7 @@ import pcapgen as g
 import pytest
 from pcapgen import Record, libpcap_records
 
-from agent.batch import Batch, RawBatch
+from agent.base.batch import Batch, RawBatch
 from agent.capture import pcapfile
 from agent.capture.forked import ForkedSource
 from agent.capture.offline import FileSource

@@ -8,7 +8,7 @@ import pcapgen as g
 import pytest
 from batches import decoded
 
-from agent import labels
+from agent.base import labels
 
 E4, E6 = g.eth(g.ETH_IPV4), g.eth(g.ETH_IPV6)
 

@@ -7,8 +7,8 @@ import struct
 import pcapgen as g
 from batches import decoded
 
-from agent import labels
-from agent.decode import supported
+from agent.base import labels
+from agent.stages.decode import supported
 
 TCP_V4 = g.ipv4(g.TCP, "192.168.1.2", "8.8.8.8", g.tcp(40000, 443, g.SYN))
 UDP_V6 = g.ipv6(g.UDP, "fd00::2", "2001:db8::1", g.udp(5353, 53, b"q"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pcapgen as g
 from batches import decoded
 
-from agent import labels
+from agent.base import labels
 
 E4, E6 = g.eth(g.ETH_IPV4), g.eth(g.ETH_IPV6)
 

@@ -59,7 +59,7 @@ LABELS_CONFIG = {
         "inventory": [{"name": name, "addresses": [address]} for name, address in captures.label_hosts()],
     }
 }
-RERANK_SECONDS = 60  # the agent re-ranks device and domain series once a minute of packet time (agent/usage.py)
+RERANK_SECONDS = 60  # the agent re-ranks device and domain series once a minute of packet time (agent/naming/usage.py)
 
 
 def live_possible() -> str:

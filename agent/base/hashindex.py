@@ -1,0 +1,98 @@
+"""A fixed-size hash index from 64-bit keys to slot numbers that looks up, inserts and deletes whole arrays at once.
+
+Open addressing with linear probing: every step of a probe sequence is one vectorised
+operation over all keys still probing, so a batch costs a handful of numpy calls however
+many keys it holds. Keys are already well-mixed hashes; 0 and 1 are reserved (empty,
+deleted), so callers pass keys with bit 1 set. The table has four places per key it may
+hold, so live keys fill at most a quarter of it; deleted entries are swept out by a rebuild
+once live and deleted ones together pass half.
+
+>>> idx = HashIndex(8)
+>>> idx.insert(np.array([6, 10], np.uint64), np.array([0, 1]))
+>>> idx.lookup(np.array([10, 14, 6], np.uint64)).tolist()
+[1, -1, 0]
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from agent.base.arrays import unique_first
+from agent.base.batch import I64, U64
+
+EMPTY, DELETED = np.uint64(0), np.uint64(1)
+
+
+class HashIndex:
+    def __init__(self, max_keys: int) -> None:
+        size = 1
+        while size < 4 * max(max_keys, 1):
+            size <<= 1
+        self._size = size
+        self._mask = np.uint64(size - 1)
+        self._keys: U64 = np.zeros(size, np.uint64)
+        self._vals: I64 = np.zeros(size, np.int64)
+        self._live = 0
+        self._deleted = 0
+
+    def __len__(self) -> int:
+        return self._live
+
+    def _find(self, keys: U64) -> I64:
+        """Table position of each key, or -1."""
+        mask = self._size - 1
+        pos = (keys & self._mask).astype(np.int64)
+        found = self._keys[pos]
+        hit = found == keys
+        where = np.where(hit, pos, -1)
+        todo = np.flatnonzero(~hit & (found != EMPTY))
+        pos = (pos[todo] + 1) & mask
+        while todo.size:  # the few keys whose first place held another key probe on
+            found = self._keys[pos]
+            hit = found == keys[todo]
+            where[todo[hit]] = pos[hit]
+            going = ~hit & (found != EMPTY)
+            todo, pos = todo[going], (pos[going] + 1) & mask
+        return where
+
+    def lookup(self, keys: U64) -> I64:
+        """The value stored for each key, or -1."""
+        at = self._find(keys)
+        return np.where(at >= 0, self._vals[at], -1)
+
+    def insert(self, keys: U64, values: I64) -> None:
+        """Add keys that are not in the index (each once)."""
+        if self._live + self._deleted + keys.size > self._size // 2:
+            self._rebuild()
+        todo = np.arange(keys.size)
+        pos = (keys & self._mask).astype(np.int64)
+        mask = self._size - 1
+        while todo.size:
+            free = self._keys[pos] <= DELETED
+            # Of the keys aiming at one free place, the first takes it; the rest probe on.
+            cand_pos = pos[free]
+            place, first = unique_first(cand_pos)
+            winners = todo[free][first]
+            reused = int(np.count_nonzero(self._keys[place] == DELETED))
+            self._keys[place] = keys[winners]
+            self._vals[place] = values[winners]
+            self._deleted -= reused
+            self._live += winners.size
+            placed = np.zeros(todo.size, np.bool_)
+            placed[np.flatnonzero(free)[first]] = True
+            todo, pos = todo[~placed], (pos[~placed] + 1) & mask
+
+    def delete(self, keys: U64) -> None:
+        at = self._find(keys)
+        at = at[at >= 0]
+        self._keys[at] = DELETED
+        self._live -= at.size
+        self._deleted += at.size
+
+    def _rebuild(self) -> None:
+        live = self._keys > DELETED
+        keys, values = self._keys[live], self._vals[live]
+        self._keys[:] = EMPTY
+        self._live = self._deleted = 0
+        if keys.size:
+            self.insert(keys, values)

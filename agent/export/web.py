@@ -1,0 +1,193 @@
+"""The web config of the Prometheus exporter-toolkit: TLS (and mutual TLS) and basic auth for ``/metrics``.
+
+The same file format node_exporter takes with ``--web.config.file``, so a scrape config written
+for it works unchanged::
+
+    tls_server_config:
+      cert_file: server.crt
+      key_file: server.key
+      client_auth_type: RequireAndVerifyClientCert   # mTLS; or NoClientCert, VerifyClientCertIfGiven
+      client_ca_file: clients-ca.crt
+      min_version: TLS12
+    basic_auth_users:
+      prometheus: $2b$12$...   # bcrypt hashes only
+
+Every mistake is a ``ConfigError`` at start: the agent never falls back to plain HTTP.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import ssl
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agent.errors import ConfigError
+
+CLIENT_AUTH = {
+    "NoClientCert": ssl.CERT_NONE,
+    "VerifyClientCertIfGiven": ssl.CERT_OPTIONAL,
+    "RequireAndVerifyClientCert": ssl.CERT_REQUIRED,
+}
+TLS_VERSIONS = {
+    "TLS10": ssl.TLSVersion.TLSv1,
+    "TLS11": ssl.TLSVersion.TLSv1_1,
+    "TLS12": ssl.TLSVersion.TLSv1_2,
+    "TLS13": ssl.TLSVersion.TLSv1_3,
+}
+TLS_KEYS = {"cert_file", "key_file", "client_auth_type", "client_ca_file", "min_version", "max_version"}
+NOT_SUPPORTED = {"cipher_suites", "curve_preferences", "prefer_server_cipher_suites", "client_allowed_sans", "cert", "key", "client_ca"}
+HASH_HINT = "create one with: python3 -c 'import bcrypt, getpass; print(bcrypt.hashpw(getpass.getpass().encode(), bcrypt.gensalt()).decode())'"
+AUTH_CACHE = 256  # verified (user, password) pairs remembered, so scrapes do not pay bcrypt every time
+
+
+@dataclass
+class WebSecurity:
+    """What the web config asks for: a TLS context, and users with bcrypt hashes."""
+
+    tls: ssl.SSLContext | None = None
+    users: dict[str, bytes] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)  # http_server_config.headers, added to every response
+    _verified: OrderedDict[bytes, None] = field(default_factory=OrderedDict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def check(self, authorization: str | None) -> bool:
+        """Whether an ``Authorization`` header passes (always, when no users are configured)."""
+        if not self.users:
+            return True
+        if not authorization or not authorization.startswith("Basic "):
+            return False
+        try:
+            user, _, password = base64.b64decode(authorization[6:], validate=True).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            return False
+        key = hashlib.sha256(f"{user}\0{password}".encode()).digest()
+        with self._lock:
+            if key in self._verified:
+                self._verified.move_to_end(key)
+                return True
+        import bcrypt
+
+        hashed = self.users.get(user)
+        # An unknown user costs the same bcrypt round as a known one: the timing tells nothing.
+        # One check at a time (as exporter-toolkit does): a storm of wrong passwords takes one
+        # core at most, never every core from capture.
+        with _BCRYPT_LOCK:
+            ok = bcrypt.checkpw(password.encode(), hashed or _DUMMY_HASH) and hashed is not None
+        if ok:
+            with self._lock:
+                self._verified[key] = None
+                while len(self._verified) > AUTH_CACHE:
+                    self._verified.popitem(last=False)
+        return ok
+
+
+_BCRYPT_LOCK = threading.Lock()
+_DUMMY_HASH = b"$2b$10$C6UzMDM.H6dfI/f/IKxGhuSWbIDtAOgTCXpCgROujDWsHaRPZs2Ue"
+
+
+def _err(key: str, message: str) -> ConfigError:
+    return ConfigError(f"web config key {key}: {message}")
+
+
+def load(path: str | Path) -> WebSecurity:
+    """Read and check an exporter-toolkit web config file."""
+    import yaml
+
+    p = Path(path)
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise ConfigError(f"cannot read web config file {p}: {e.strerror or e}") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{p}: not a valid YAML web config: {str(e).splitlines()[0]}") from None
+    try:
+        return from_mapping(data or {}, base=p.parent)
+    except ConfigError as e:
+        raise ConfigError(f"{p}: {e}") from None
+
+
+def from_mapping(data: Any, base: Path = Path()) -> WebSecurity:
+    if not isinstance(data, dict):
+        raise _err("(top level)", "must be a mapping")
+    unknown = set(data) - {"tls_server_config", "basic_auth_users", "http_server_config"}
+    if unknown:
+        raise _err(sorted(unknown)[0], "unknown key; known keys: tls_server_config, basic_auth_users, http_server_config")
+    sec = WebSecurity()
+    tls = data.get("tls_server_config")
+    if tls is not None:
+        sec.tls = _tls_context(tls, base)
+    http = data.get("http_server_config") or {}
+    if not isinstance(http, dict) or set(http) - {"http2", "headers"}:
+        raise _err("http_server_config", "may hold only http2 and headers")
+    headers = http.get("headers") or {}
+    if not isinstance(headers, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items()):
+        raise _err("http_server_config.headers", "must map header names to strings")
+    sec.headers = dict(headers)
+    users = data.get("basic_auth_users") or {}
+    if not isinstance(users, dict):
+        raise _err("basic_auth_users", "must map user names to bcrypt hashes")
+    for user, hashed in users.items():
+        if not isinstance(hashed, str) or not hashed.startswith(("$2a$", "$2b$", "$2y$")) or len(hashed) != 60:
+            raise _err(f"basic_auth_users.{user}", f"is not a bcrypt hash (plain-text passwords are refused); {HASH_HINT}")
+        sec.users[str(user)] = hashed.replace("$2y$", "$2b$", 1).encode()
+    return sec
+
+
+def _file(tls: dict[str, Any], key: str, base: Path) -> str:
+    value = tls.get(key)
+    if not isinstance(value, str) or not value:
+        raise _err(f"tls_server_config.{key}", "required: the path of a PEM file")
+    path = (base / value) if not Path(value).is_absolute() else Path(value)
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as e:
+        raise _err(f"tls_server_config.{key}", f"cannot read {path}: {e.strerror or e}") from None
+    return str(path)
+
+
+def _tls_context(tls: Any, base: Path) -> ssl.SSLContext:
+    if not isinstance(tls, dict):
+        raise _err("tls_server_config", "must be a mapping")
+    for key in tls:
+        if key in NOT_SUPPORTED:
+            raise _err(f"tls_server_config.{key}", "is not supported by pktagent: remove it (OpenSSL's defaults apply)")
+        if key not in TLS_KEYS:
+            raise _err(f"tls_server_config.{key}", f"unknown key; known keys: {', '.join(sorted(TLS_KEYS))}")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    cert, key = _file(tls, "cert_file", base), _file(tls, "key_file", base)
+    try:
+        ctx.load_cert_chain(cert, key)
+    except (ssl.SSLError, OSError) as e:
+        raise _err("tls_server_config.cert_file", f"{cert} and {tls['key_file']} are not a matching PEM certificate and key ({e})") from None
+    auth = tls.get("client_auth_type", "NoClientCert")
+    if auth in ("RequestClientCert", "RequireAnyClientCert"):
+        raise _err(
+            "tls_server_config.client_auth_type",
+            f"{auth} (a certificate asked for but not verified) is not supported: use VerifyClientCertIfGiven or RequireAndVerifyClientCert",
+        )
+    if auth not in CLIENT_AUTH:
+        raise _err("tls_server_config.client_auth_type", f"{auth!r} is not one of {', '.join(CLIENT_AUTH)}")
+    ctx.verify_mode = CLIENT_AUTH[auth]
+    if "client_ca_file" in tls:
+        ca = _file(tls, "client_ca_file", base)
+        try:
+            ctx.load_verify_locations(ca)
+        except ssl.SSLError as e:
+            raise _err("tls_server_config.client_ca_file", f"{ca} is not a PEM CA certificate ({e})") from None
+    elif auth != "NoClientCert":
+        raise _err("tls_server_config.client_ca_file", f"required with client_auth_type {auth}")
+    for bound in ("min_version", "max_version"):
+        if bound in tls:
+            if tls[bound] not in TLS_VERSIONS:
+                raise _err(f"tls_server_config.{bound}", f"{tls[bound]!r} is not one of {', '.join(TLS_VERSIONS)}")
+            setattr(ctx, "minimum_version" if bound == "min_version" else "maximum_version", TLS_VERSIONS[tls[bound]])
+    if "min_version" not in tls:
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2  # the exporter-toolkit's default
+    return ctx

@@ -1,0 +1,157 @@
+"""Remote addresses to the domains they serve, from the DNS answers the agent sees.
+
+Each A/AAAA answer maps its address to the name that was asked for, reduced to the
+registrable domain with the Public Suffix List (``www.bbc.co.uk`` -> ``bbc.co.uk``), so the
+label set stays small. The map is a vectorised ``HashIndex``: a batch's remote addresses are
+looked up with a few array operations, and an address without an answer costs no Python at
+all. It holds at most ``max_entries`` addresses; the oldest answers make room, and are counted.
+
+>>> from agent.naming.interner import Interner
+>>> from agent.base.addresses import address_int
+>>> m = DomainMap(max_entries=16, names=Interner(64, ("other", "unknown")))
+>>> m.learn([(address_int("93.184.216.34"), "www.example.com")])
+>>> ids = m.lookup(np.array([0], np.uint64), np.array([0xFFFF_5DB8_D822], np.uint64))
+>>> m.names.names[int(ids[0])]
+'example.com'
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+
+import numpy as np
+from publicsuffixlist import PSLFILE
+
+from agent.base.addresses import address_key
+from agent.base.batch import I64, U64
+from agent.base.hashindex import HashIndex
+from agent.naming.interner import UNNAMED, Interner
+
+
+class SuffixList:
+    """The Public Suffix List's rules (normal, ``*.`` wildcard, ``!`` exception), matched label by label.
+
+    Read from the list the ``publicsuffixlist`` package ships and keeps current; names are
+    matched as the ASCII the DNS carries, so no IDNA round trip costs anything per answer.
+    """
+
+    def __init__(self, path: str = PSLFILE) -> None:
+        self.rules: set[str] = set()
+        self.wildcards: set[str] = set()
+        self.exceptions: set[str] = set()
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                rule = line.strip()
+                if not rule or rule.startswith("//"):
+                    continue
+                rule = rule.split()[0].encode("idna").decode() if not rule.isascii() else rule.split()[0]
+                if rule.startswith("!"):
+                    self.exceptions.add(rule[1:])
+                elif rule.startswith("*."):
+                    self.wildcards.add(rule[2:])
+                else:
+                    self.rules.add(rule)
+
+    def registrable(self, name: str) -> str | None:
+        labels = name.split(".")
+        for i in range(len(labels)):
+            suffix = ".".join(labels[i:])
+            if suffix in self.exceptions:
+                return suffix  # an exception is itself registrable
+            parent = ".".join(labels[i + 1 :])
+            if suffix in self.rules or (parent and parent in self.wildcards):
+                return ".".join(labels[i - 1 :]) if i > 0 else None
+        return ".".join(labels[-2:]) if len(labels) >= 2 else None  # an unlisted TLD: the default rule "*"
+
+
+_PSL: SuffixList | None = None
+_PSL_LOCK = threading.Lock()
+
+
+def load_suffixes() -> SuffixList:
+    """The list, read once per process (DomainMap starts this in the background)."""
+    global _PSL
+    with _PSL_LOCK:
+        if _PSL is None:
+            _PSL = SuffixList()
+        return _PSL
+
+
+def registrable(name: str) -> str | None:
+    """The registrable domain of a DNS name (eTLD+1), or None for names without one (``local``, bare hosts)."""
+    psl = _PSL or load_suffixes()
+    name = name.strip(".").lower()
+    if not name or name.endswith((".local", ".arpa")) or "." not in name:
+        return None
+    return psl.registrable(name)
+
+
+class DomainMap:
+    def __init__(self, max_entries: int, names: Interner) -> None:
+        self.max_entries = max_entries
+        self.names = names
+        self._index = HashIndex(max_entries)
+        self._key = np.zeros(max_entries, np.uint64)
+        self._name = np.zeros(max_entries, np.int64)
+        self._order = np.zeros(max_entries, np.int64)  # when each entry was last answered
+        self._used = np.zeros(max_entries, np.bool_)
+        self._free = list(range(max_entries - 1, -1, -1))
+        self._clock = 0
+        self.evictions = 0
+        self.hits = self.misses = 0
+        if _PSL is None:  # read the suffix list while capture starts, not when the first answer comes
+            threading.Thread(target=load_suffixes, name="suffix-list", daemon=True).start()
+
+    def __len__(self) -> int:
+        return self.max_entries - len(self._free)
+
+    def learn(self, answers: Iterable[tuple[int, str]]) -> None:
+        """Take (address as a 128-bit integer, asked name) pairs from one batch's DNS answers."""
+        latest: dict[int, int] = {}
+        for address, name in answers:
+            domain = registrable(name)
+            if domain is not None:
+                latest[address] = self.names.intern(domain)
+        if not latest:
+            return
+        addrs = list(latest)
+        hi = np.array([a >> 64 for a in addrs], np.uint64)
+        lo = np.array([a & ((1 << 64) - 1) for a in addrs], np.uint64)
+        keys = address_key(hi, lo)
+        names = np.array(list(latest.values()), np.int64)
+        if keys.size > self.max_entries:  # more answers than the map holds: keep the newest
+            self.evictions += keys.size - self.max_entries
+            keys, names = keys[-self.max_entries :], names[-self.max_entries :]
+        slots = self._index.lookup(keys)
+        new = slots < 0
+        need = int(np.count_nonzero(new))
+        if need > len(self._free):
+            keep = self._used.copy()
+            keep[slots[~new]] = False  # an address answered again in this batch is not the one to evict
+            used = np.flatnonzero(keep)
+            count = need - len(self._free)
+            oldest = used[np.argpartition(self._order[used], count - 1)[:count]]
+            self._index.delete(self._key[oldest])
+            self._used[oldest] = False
+            self._free.extend(oldest.tolist())
+            self.evictions += count
+        fresh = np.array([self._free.pop() for _ in range(need)], np.int64)
+        self._index.insert(keys[new], fresh)
+        slots[new] = fresh
+        self._key[slots], self._used[slots], self._name[slots] = keys, True, names
+        self._order[slots] = self._clock + np.arange(slots.size)
+        self._clock += slots.size
+
+    def referenced(self) -> set[int]:
+        """Name ids some address still maps to."""
+        return set(np.unique(self._name[self._used]).tolist())
+
+    def lookup(self, hi: U64, lo: U64) -> I64:
+        """The domain name id of each address (``UNNAMED`` where no answer named it)."""
+        slots = self._index.lookup(address_key(hi, lo))
+        found = slots >= 0
+        hits = int(np.count_nonzero(found))
+        self.hits += hits
+        self.misses += slots.size - hits
+        return np.where(found, self._name[slots], UNNAMED)

@@ -1,0 +1,180 @@
+"""Link layers: where the network header starts and which protocol it is, for each supported link type.
+
+Every decoder reads the ``head`` matrix — the first ``HEAD`` bytes of every frame, one row per
+frame, gathered once for the whole batch — and returns ``Link``: an ethertype per frame (other
+link types translate their protocol field to one), where the network header starts in the
+frame, and errors. ``LINK_DECODERS`` is the dispatch table by libpcap link type; a link type
+missing from it is unsupported and counted as such, never decoded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import numpy as np
+
+from agent.base import labels
+from agent.base.batch import I64, U8, RawBatch
+
+HEAD = 128  # bytes of each frame read at once: link header, up to 4 VLAN tags, and a window of the network header
+
+ETH_IPV4, ETH_IPV6, ETH_ARP = 0x0800, 0x86DD, 0x0806
+MAX_VLAN_TAGS = 4  # 802.1Q, 802.1ad (QinQ), and the pre-standard 0x9100 tag
+NO_ETHERTYPE = -1
+
+ERR_LINK_TRUNCATED = labels.decode_error_code("link", "truncated")
+ERR_VLAN_TRUNCATED = labels.decode_error_code("vlan", "truncated")
+ERR_VLAN_TOO_MANY = labels.decode_error_code("vlan", "too_many_tags")
+
+# Address families of the NULL/LOOP link types: AF_INET is 2 everywhere; AF_INET6 differs
+# per operating system (Linux 10, BSDs 24/28/30).
+AF_INET = 2
+
+
+class Link(NamedTuple):
+    ethertype: I64
+    l3: I64  # where the network header starts, counted from the start of the frame
+    error: U8
+
+
+def _be16(head: U8, at: int) -> I64:
+    return (head[:, at].astype(np.int64) << 8) | head[:, at + 1]
+
+
+def _be16_at(head: U8, rows: np.ndarray, at: I64) -> I64:
+    value: I64 = (head[rows, at].astype(np.int64) << 8) | head[rows, at + 1]
+    return value
+
+
+def _is_tag(ethertype: I64) -> np.ndarray:
+    tag: np.ndarray = (ethertype == 0x8100) | (ethertype == 0x88A8) | (ethertype == 0x9100)
+    return tag
+
+
+def _vlan_tags(head: U8, caplen: I64, ethertype: I64, at: int, error: U8) -> tuple[I64, I64]:
+    """Walk VLAN tags; ``at`` is where the outer ethertype sits. Returns the inner ethertype and the L3 offset."""
+    l3 = np.full(ethertype.size, at + 2, np.int64)
+    tagged = _is_tag(ethertype)
+    if not tagged.any():
+        return ethertype, l3
+    ethertype = ethertype.copy()
+    i = np.flatnonzero(tagged & (error == 0))
+    pos = np.full(i.size, at, np.int64)
+    for _ in range(MAX_VLAN_TAGS):
+        cut = pos + 6 > caplen[i]
+        error[i[cut]] = ERR_VLAN_TRUNCATED
+        ethertype[i[cut]] = NO_ETHERTYPE
+        i, pos = i[~cut], pos[~cut] + 4
+        ethertype[i] = _be16_at(head, i, pos)
+        l3[i] = pos + 2
+        more = _is_tag(ethertype[i])
+        i, pos = i[more], pos[more]
+        if i.size == 0:
+            break
+    else:
+        error[i] = ERR_VLAN_TOO_MANY
+        ethertype[i] = NO_ETHERTYPE
+    return ethertype, l3
+
+
+def ethernet(raw: RawBatch, head: U8) -> Link:
+    error = np.zeros(len(raw), np.uint8)
+    short = raw.caplen < 14
+    error[short] = ERR_LINK_TRUNCATED
+    ethertype = np.where(short, NO_ETHERTYPE, _be16(head, 12))
+    ethertype, l3 = _vlan_tags(head, raw.caplen, ethertype, 12, error)
+    # Values below 0x0600 are 802.3 lengths (LLC frames): not a protocol we decode.
+    return Link(np.where(ethertype < 0x0600, NO_ETHERTYPE, ethertype), l3, error)
+
+
+def linux_sll(raw: RawBatch, head: U8) -> Link:
+    """Linux cooked capture v1 (the ``any`` device): 16-byte header, protocol at 14."""
+    error = np.zeros(len(raw), np.uint8)
+    short = raw.caplen < 16
+    error[short] = ERR_LINK_TRUNCATED
+    ethertype = np.where(short, NO_ETHERTYPE, _be16(head, 14))
+    ethertype, l3 = _vlan_tags(head, raw.caplen, ethertype, 14, error)
+    return Link(np.where(ethertype < 0x0600, NO_ETHERTYPE, ethertype), l3, error)
+
+
+def linux_sll2(raw: RawBatch, head: U8) -> Link:
+    """Linux cooked capture v2: 20-byte header, protocol first."""
+    error = np.zeros(len(raw), np.uint8)
+    short = raw.caplen < 20
+    error[short] = ERR_LINK_TRUNCATED
+    ethertype = np.where(short, NO_ETHERTYPE, _be16(head, 0))
+    ethertype = np.where(ethertype < 0x0600, NO_ETHERTYPE, ethertype)
+    return Link(ethertype, np.full(len(raw), 20, np.int64), error)
+
+
+def raw_ip(raw: RawBatch, head: U8) -> Link:
+    """Raw IP (LINKTYPE_RAW): the packet is the IP header; the version nibble tells the family."""
+    error = np.zeros(len(raw), np.uint8)
+    error[raw.caplen < 1] = ERR_LINK_TRUNCATED
+    version = head[:, 0] >> 4
+    ethertype = np.select([version == 4, version == 6], [ETH_IPV4, ETH_IPV6], NO_ETHERTYPE)
+    return Link(np.where(raw.caplen > 0, ethertype, NO_ETHERTYPE), np.zeros(len(raw), np.int64), error)
+
+
+def _fixed(ethertype: int) -> Callable[[RawBatch, U8], Link]:
+    def decode(raw: RawBatch, head: U8) -> Link:
+        return Link(np.full(len(raw), ethertype, np.int64), np.zeros(len(raw), np.int64), np.zeros(len(raw), np.uint8))
+
+    decode.__doc__ = f"A link type that carries only ethertype {ethertype:#06x}."
+    return decode
+
+
+def _family(raw: RawBatch, family: I64) -> Link:
+    error = np.zeros(len(raw), np.uint8)
+    short = raw.caplen < 4
+    error[short] = ERR_LINK_TRUNCATED
+    v6 = (family == 10) | (family == 24) | (family == 28) | (family == 30)
+    ethertype = np.select([family == AF_INET, v6], [ETH_IPV4, ETH_IPV6], NO_ETHERTYPE)
+    return Link(np.where(short, NO_ETHERTYPE, ethertype), np.full(len(raw), 4, np.int64), error)
+
+
+def null(raw: RawBatch, head: U8) -> Link:
+    """BSD loopback (DLT_NULL): a 4-byte address family in the capturing host's byte order."""
+    b = head[:, 0:4].astype(np.int64)
+    little = b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16) | (b[:, 3] << 24)
+    big = (b[:, 0] << 24) | (b[:, 1] << 16) | (b[:, 2] << 8) | b[:, 3]
+    # The family is a small number, so whichever reading is small is the right byte order.
+    return _family(raw, np.where(little < 256, little, big))
+
+
+def loop(raw: RawBatch, head: U8) -> Link:
+    """OpenBSD loopback (DLT_LOOP): the address family in network byte order."""
+    return _family(raw, (_be16(head, 0) << 16) | _be16(head, 2))
+
+
+# libpcap link types (the values pcap_datalink() returns on Linux) -> decoder.
+LINK_DECODERS: dict[int, Callable[[RawBatch, U8], Link]] = {
+    0: null,  # DLT_NULL
+    1: ethernet,  # DLT_EN10MB
+    12: raw_ip,  # DLT_RAW (Linux, most systems)
+    14: raw_ip,  # DLT_RAW (OpenBSD)
+    101: raw_ip,  # LINKTYPE_RAW, should a file's value come through unmapped
+    108: loop,  # DLT_LOOP
+    113: linux_sll,  # DLT_LINUX_SLL
+    228: _fixed(ETH_IPV4),  # DLT_IPV4
+    229: _fixed(ETH_IPV6),  # DLT_IPV6
+    276: linux_sll2,  # DLT_LINUX_SLL2
+}
+
+LINK_NAMES = {
+    0: "NULL",
+    1: "EN10MB",
+    12: "RAW",
+    14: "RAW",
+    101: "RAW",
+    108: "LOOP",
+    113: "LINUX_SLL",
+    228: "IPV4",
+    229: "IPV6",
+    276: "LINUX_SLL2",
+}
+
+
+def supported(linktype: int) -> bool:
+    return linktype in LINK_DECODERS
