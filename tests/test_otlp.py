@@ -12,7 +12,8 @@ from waiting import until
 
 from agent.cli import exposition
 from agent.config import Config, OtlpConfig
-from agent.export.otlp import METRICS, metrics_endpoint
+from agent.export.catalogue import CATALOGUE
+from agent.export.otlp import metrics_endpoint
 from agent.runtime.agent import Agent, otlp_enabled
 
 
@@ -52,7 +53,7 @@ def test_receiver_gets_every_metric_with_the_values_prometheus_sees(tmp_path: Pa
     finally:
         agent.stop()
         receiver.close()
-    expected = {m.otel for m in METRICS if m.kind not in ("resource", "none")}
+    expected = {f.otel for f in CATALOGUE if f.otel_kind not in ("resource", "none")}
     assert expected <= set(got), f"missing: {expected - set(got)}"
     iface = "a.pcap"
     assert dict((tuple(sorted(a.items())), v) for a, v in got["pktagent.packets.processed"]) == {(("network.interface.name", iface),): 41}
@@ -81,12 +82,12 @@ def test_collector_down_then_back(tmp_path: Path) -> None:
     agent = agent_for(fixture(tmp_path / "b.pcap"), f"http://127.0.0.1:{port}/v1/metrics", timeout_seconds=0.5)
     agent.start()
     try:
-        until(lambda: agent.snapshot().extra.get("otlp_exports", {}).get("failure", 0) >= 2)  # type: ignore[union-attr]
+        until(lambda: (agent.snapshot().otlp_exports or {}).get("failure", 0) >= 2)
         assert int(agent.snapshot().processed.sum()) == 41  # capture went on regardless
         receiver = Receiver(port)
         try:
             until(lambda: len(receiver.requests) >= 1)
-            until(lambda: agent.snapshot().extra["otlp_exports"]["success"] >= 1)  # type: ignore[index]
+            until(lambda: (agent.snapshot().otlp_exports or {}).get("success", 0) >= 1)
             processed = dict((tuple(sorted(a.items())), v) for a, v in receiver.latest()["pktagent.packets.processed"])
             assert processed == {(("network.interface.name", "b.pcap"),): 41}
         finally:
@@ -134,5 +135,5 @@ def test_every_prometheus_family_has_an_otlp_name(tmp_path: Path) -> None:
     finally:
         agent.stop()
         receiver.close()
-    mapped = {m.prometheus.removesuffix("_total") for m in METRICS}
+    mapped = {f.name.removesuffix("_total") for f in CATALOGUE}
     assert families - {"pktagent_build"} <= mapped | {"pktagent_build_info"}, families - mapped

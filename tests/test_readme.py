@@ -1,4 +1,4 @@
-"""The README's tables that code can check: the OTLP name map and the config defaults."""
+"""The README's tables that code can check: the metric catalogue, its OTLP names, and the config keys."""
 
 from __future__ import annotations
 
@@ -6,25 +6,37 @@ import dataclasses
 import re
 from pathlib import Path
 
+import pytest
+
 from agent.config import Config
-from agent.export.otlp import METRICS
+from agent.export.catalogue import CATALOGUE
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 
 def otlp_table() -> str:
     rows = ["| Prometheus | OpenTelemetry | unit | kind | attributes |", "|---|---|---|---|---|"]
-    for m in METRICS:
-        attrs = ", ".join(f"`{a}`" for a in m.attributes) or "-"
-        rows.append(f"| `{m.prometheus}` | `{m.otel}` | {m.unit or '-'} | {m.kind} | {attrs} |")
+    for f in CATALOGUE:
+        attrs = ", ".join(f"`{a}`" for a in f.attributes) or "-"
+        rows.append(f"| `{f.name}` | `{f.otel}` | {f.unit or '-'} | {f.otel_kind} | {attrs} |")
     return "\n".join(rows)
 
 
-def test_the_otlp_table_is_the_mapping_the_code_uses() -> None:
-    text = README.read_text()
-    found = re.search(r"<!-- otlp-table -->\n(.*?)\n<!-- end otlp-table -->", text, re.S)
+def metrics_table() -> str:
+    rows = ["| metric | type | labels | meaning |", "|---|---|---|---|"]
+    for f in CATALOGUE:
+        rows.append(f"| `{f.name}` | {f.kind} | {', '.join(f.labels) or '-'} | {f.help} |")
+    return "\n".join(rows) + "\n"
+
+
+TABLES = {"otlp-table": otlp_table, "metrics-table": metrics_table}
+
+
+@pytest.mark.parametrize("marker", sorted(TABLES))
+def test_the_readme_tables_are_the_catalogue_the_code_uses(marker: str) -> None:
+    found = re.search(rf"<!-- {marker} -->\n(.*?)\n?<!-- end {marker} -->", README.read_text(), re.S)
     assert found is not None
-    assert found.group(1) == otlp_table(), "regenerate: python -c 'import tests.test_readme as t; t.write()'"
+    assert found.group(1).rstrip("\n") == TABLES[marker]().rstrip("\n"), "regenerate: python tests/test_readme.py"
 
 
 def test_every_config_key_is_in_the_readme() -> None:
@@ -38,7 +50,9 @@ def test_every_config_key_is_in_the_readme() -> None:
 
 def write() -> None:
     text = README.read_text()
-    README.write_text(re.sub(r"(<!-- otlp-table -->\n).*?(\n<!-- end otlp-table -->)", lambda m: m.group(1) + otlp_table() + m.group(2), text, flags=re.S))
+    for marker, table in TABLES.items():
+        text = re.sub(rf"(<!-- {marker} -->\n).*?(\n?<!-- end {marker} -->)", lambda m, t=table: m.group(1) + t().rstrip("\n") + m.group(2), text, flags=re.S)
+    README.write_text(text)
 
 
 if __name__ == "__main__":

@@ -135,7 +135,8 @@ class Snapshot:
     series_budget: dict[str, int] = field(default_factory=dict)  # by label: how many named series it may have
     learned: dict[str, int] = field(default_factory=dict)  # slow-path packets: decoded, malformed, skipped
     workers: int = 1  # processes whose figures these are
-    extra: dict[str, object] = field(default_factory=dict)  # figures of optional parts (devices, OTLP)
+    store_writes: dict[str, int] | None = None  # by result; None: no device database
+    otlp_exports: dict[str, int] | None = None  # by result; None: OTLP export off
 
     def replace(self, **changes: object) -> Snapshot:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]

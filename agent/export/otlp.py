@@ -9,8 +9,7 @@ retries with exponential backoff inside its timeout, so a slow or absent collect
 capture; with cumulative temporality nothing queues up while the collector is away — the next
 export that gets through carries the totals.
 
-``METRICS`` maps every Prometheus family to its OpenTelemetry name, unit and attributes; the
-README's table is generated from it.
+Every instrument comes from the one declaration of each family in ``catalogue.py``.
 """
 
 from __future__ import annotations
@@ -22,234 +21,16 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 from opentelemetry.sdk.metrics.export import MetricExporter
 
-from agent.base import labels
 from agent.base.snapshot import Histogram, Snapshot
 from agent.config import OtlpConfig
 from agent.errors import ConfigError
+from agent.export.catalogue import CATALOGUE, Family
 
 log = logging.getLogger("pktagent.otlp")
-
-IFACE = "network.interface.name"
-
-
-@dataclass(frozen=True)
-class Mapped:
-    """One Prometheus family and its OpenTelemetry counterpart."""
-
-    prometheus: str
-    otel: str
-    unit: str
-    kind: str  # counter | gauge | updown | histogram
-    attributes: tuple[str, ...]
-    read: Callable[[Snapshot], Iterable[tuple[float, dict[str, Any]]]] | None = None
-
-
-def _per_interface(values: Callable[[Snapshot], np.ndarray]) -> Callable[[Snapshot], Iterable[tuple[float, dict[str, Any]]]]:
-    def read(s: Snapshot) -> Iterable[tuple[float, dict[str, Any]]]:
-        for iface, v in zip(s.interfaces, values(s).tolist()):
-            yield v, {IFACE: iface}
-
-    return read
-
-
-def _dropped(s: Snapshot) -> Iterable[tuple[float, dict[str, Any]]]:
-    for iface, row in zip(s.interfaces, s.dropped.tolist()):
-        for stage, v in zip(labels.DROP_STAGES, row):
-            yield v, {IFACE: iface, "pktagent.drop.stage": stage}
-
-
-def _decode_errors(s: Snapshot) -> Iterable[tuple[float, dict[str, Any]]]:
-    for iface, row in zip(s.interfaces, s.decode_errors.tolist()):
-        for (layer, reason), v in zip(labels.DECODE_ERRORS, row):
-            yield v, {IFACE: iface, "pktagent.decode.layer": layer, "error.type": reason}
-
-
-def _traffic(which: str) -> Callable[[Snapshot], Iterable[tuple[float, dict[str, Any]]]]:
-    def read(s: Snapshot) -> Iterable[tuple[float, dict[str, Any]]]:
-        values = getattr(s, which)
-        for k, iface in enumerate(s.interfaces):
-            for n, t, d in zip(*np.nonzero(s.traffic_packets[k])):
-                attrs = {
-                    IFACE: iface,
-                    "network.type": labels.NETWORKS[n],
-                    "network.transport": labels.TRANSPORTS[t],
-                    "pktagent.traffic.direction": labels.DIRECTIONS[d],
-                }
-                yield float(values[k, n, t, d]), attrs
-
-    return read
-
-
-def _caches(field: str) -> Callable[[Snapshot], Iterable[tuple[float, dict[str, Any]]]]:
-    def read(s: Snapshot) -> Iterable[tuple[float, dict[str, Any]]]:
-        for c in s.caches:
-            yield getattr(c, field), {"pktagent.cache.name": c.name}
-
-    return read
-
-
-def _flows(field: str) -> Callable[[Snapshot], Iterable[tuple[float, dict[str, Any]]]]:
-    def read(s: Snapshot) -> Iterable[tuple[float, dict[str, Any]]]:
-        for tr, v in zip(labels.FLOW_TRANSPORTS, getattr(s, field).tolist()):
-            yield v, {"network.transport": tr}
-
-    return read
-
-
-def _flows_ended(s: Snapshot) -> Iterable[tuple[float, dict[str, Any]]]:
-    for tr, row in zip(labels.FLOW_TRANSPORTS, s.flows_ended.tolist()):
-        for reason, v in zip(labels.FLOW_END_REASONS, row):
-            yield v, {"network.transport": tr, "pktagent.flow.end_reason": reason}
-
-
-def _scalar(get: Callable[[Snapshot], float]) -> Callable[[Snapshot], Iterable[tuple[float, dict[str, Any]]]]:
-    def read(s: Snapshot) -> Iterable[tuple[float, dict[str, Any]]]:
-        yield get(s), {}
-
-    return read
-
-
-def _usage(which: str, attribute: str, measure: str) -> Callable[[Snapshot], Iterable[tuple[float, dict[str, Any]]]]:
-    def read(s: Snapshot) -> Iterable[tuple[float, dict[str, Any]]]:
-        for series in getattr(s, which):
-            yield getattr(series, f"tx_{measure}"), {attribute: series.name, "network.io.direction": "transmit"}
-            yield getattr(series, f"rx_{measure}"), {attribute: series.name, "network.io.direction": "receive"}
-
-    return read
-
-
-def _counts(field: str, attribute: str) -> Callable[[Snapshot], Iterable[tuple[float, dict[str, Any]]]]:
-    def read(s: Snapshot) -> Iterable[tuple[float, dict[str, Any]]]:
-        for value, v in sorted(getattr(s, field).items()):
-            yield v, {attribute: value}
-
-    return read
-
-
-def _extra(key: str, attribute: str) -> Callable[[Snapshot], Iterable[tuple[float, dict[str, Any]]]]:
-    """Figures of optional parts, kept in ``Snapshot.extra[key]`` as {label value: number}."""
-
-    def read(s: Snapshot) -> Iterable[tuple[float, dict[str, Any]]]:
-        for value, v in dict(s.extra.get(key, {})).items():  # type: ignore[call-overload]
-            yield v, {attribute: value}
-
-    return read
-
-
-METRICS: tuple[Mapped, ...] = (
-    Mapped("pktagent_build_info", "(resource)", "", "resource", ("service.version", "pktagent.python.version", "pktagent.libpcap.version")),
-    Mapped("pktagent_capture_up", "pktagent.capture.up", "1", "gauge", (IFACE,), _per_interface(lambda s: s.capture_up)),
-    Mapped(
-        "pktagent_last_packet_timestamp_seconds", "pktagent.capture.last_packet.time", "s", "gauge", (IFACE,), _per_interface(lambda s: s.last_packet_seconds)
-    ),
-    Mapped("pktagent_packets_captured_total", "pktagent.packets.captured", "{packet}", "counter", (IFACE,), _per_interface(lambda s: s.captured)),
-    Mapped("pktagent_packets_dropped_total", "pktagent.packets.dropped", "{packet}", "counter", (IFACE, "pktagent.drop.stage"), _dropped),
-    Mapped("pktagent_packets_duplicate_total", "pktagent.packets.duplicate", "{packet}", "counter", (IFACE,), _per_interface(lambda s: s.duplicate)),
-    Mapped("pktagent_packets_sampled_out_total", "pktagent.packets.sampled_out", "{packet}", "counter", (IFACE,), _per_interface(lambda s: s.sampled_out)),
-    Mapped("pktagent_packets_processed_total", "pktagent.packets.processed", "{packet}", "counter", (IFACE,), _per_interface(lambda s: s.processed)),
-    Mapped(
-        "pktagent_unsupported_link_packets_total",
-        "pktagent.packets.unsupported_link",
-        "{packet}",
-        "counter",
-        (IFACE,),
-        _per_interface(lambda s: s.unsupported_link),
-    ),
-    Mapped("pktagent_decode_errors_total", "pktagent.decode.errors", "{error}", "counter", (IFACE, "pktagent.decode.layer", "error.type"), _decode_errors),
-    Mapped(
-        "pktagent_traffic_packets_total",
-        "pktagent.traffic.packets",
-        "{packet}",
-        "counter",
-        (IFACE, "network.type", "network.transport", "pktagent.traffic.direction"),
-        _traffic("traffic_packets"),
-    ),
-    Mapped(
-        "pktagent_traffic_bytes_total",
-        "pktagent.traffic.io",
-        "By",
-        "counter",
-        (IFACE, "network.type", "network.transport", "pktagent.traffic.direction"),
-        _traffic("traffic_bytes"),
-    ),
-    Mapped("pktagent_queue_packets", "pktagent.queue.usage", "{packet}", "updown", (), _scalar(lambda s: s.queue_packets)),
-    Mapped("pktagent_queue_capacity_packets", "pktagent.queue.limit", "{packet}", "updown", (), _scalar(lambda s: s.queue_capacity)),
-    Mapped("pktagent_batch_processing_seconds", "pktagent.batch.duration", "s", "histogram", ()),
-    Mapped("pktagent_batch_size_packets", "pktagent.batch.size", "{packet}", "histogram", ()),
-    Mapped("pktagent_processing_busy_seconds_total", "pktagent.processing.time", "s", "counter", (), _scalar(lambda s: s.busy_seconds)),
-    Mapped("pktagent_processing_workers", "pktagent.processing.workers", "{process}", "updown", (), _scalar(lambda s: s.workers)),
-    Mapped("pktagent_cache_hits_total", "pktagent.cache.hits", "{lookup}", "counter", ("pktagent.cache.name",), _caches("hits")),
-    Mapped("pktagent_cache_misses_total", "pktagent.cache.misses", "{lookup}", "counter", ("pktagent.cache.name",), _caches("misses")),
-    Mapped("pktagent_cache_evictions_total", "pktagent.cache.evictions", "{entry}", "counter", ("pktagent.cache.name",), _caches("evictions")),
-    Mapped("pktagent_cache_entries", "pktagent.cache.usage", "{entry}", "updown", ("pktagent.cache.name",), _caches("entries")),
-    Mapped("pktagent_cache_capacity_entries", "pktagent.cache.limit", "{entry}", "updown", ("pktagent.cache.name",), _caches("capacity")),
-    Mapped("pktagent_flows_active", "pktagent.flows.active", "{flow}", "updown", ("network.transport",), _flows("flows_active")),
-    Mapped("pktagent_flows_capacity", "pktagent.flows.limit", "{flow}", "updown", (), _scalar(lambda s: s.flows_capacity)),
-    Mapped("pktagent_flows_started_total", "pktagent.flows.started", "{flow}", "counter", ("network.transport",), _flows("flows_started")),
-    Mapped("pktagent_flows_ended_total", "pktagent.flows.ended", "{flow}", "counter", ("network.transport", "pktagent.flow.end_reason"), _flows_ended),
-    Mapped("pktagent_devices_known", "pktagent.devices.known", "{device}", "updown", (), _scalar(lambda s: s.devices_known)),
-    Mapped(
-        "pktagent_device_bytes_total",
-        "pktagent.device.io",
-        "By",
-        "counter",
-        ("pktagent.device.name", "network.io.direction"),
-        _usage("device_series", "pktagent.device.name", "bytes"),
-    ),
-    Mapped(
-        "pktagent_device_packets_total",
-        "pktagent.device.packets",
-        "{packet}",
-        "counter",
-        ("pktagent.device.name", "network.io.direction"),
-        _usage("device_series", "pktagent.device.name", "packets"),
-    ),
-    Mapped(
-        "pktagent_remote_bytes_total",
-        "pktagent.remote.io",
-        "By",
-        "counter",
-        ("pktagent.remote.domain", "network.io.direction"),
-        _usage("domain_series", "pktagent.remote.domain", "bytes"),
-    ),
-    Mapped(
-        "pktagent_label_series_dropped_total",
-        "pktagent.label.series.dropped",
-        "{series}",
-        "counter",
-        ("pktagent.label.name",),
-        _counts("series_dropped", "pktagent.label.name"),
-    ),
-    Mapped(
-        "pktagent_label_series_budget",
-        "pktagent.label.series.budget",
-        "{series}",
-        "updown",
-        ("pktagent.label.name",),
-        _counts("series_budget", "pktagent.label.name"),
-    ),
-    Mapped(
-        "pktagent_learn_packets_total", "pktagent.learn.packets", "{packet}", "counter", ("pktagent.learn.result",), _counts("learned", "pktagent.learn.result")
-    ),
-    Mapped(
-        "pktagent_device_store_writes_total",
-        "pktagent.device_store.writes",
-        "{write}",
-        "counter",
-        ("pktagent.store.result",),
-        _extra("store_writes", "pktagent.store.result"),
-    ),
-    Mapped("pktagent_exporter_errors_total", "(not exported)", "", "none", ()),  # counts failures of /metrics collectors themselves
-    Mapped(
-        "pktagent_otlp_exports_total", "pktagent.otlp.exports", "{export}", "counter", ("pktagent.otlp.result",), _extra("otlp_exports", "pktagent.otlp.result")
-    ),
-)
 
 _ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64", "armv7l": "arm32", "armv6l": "arm32", "i686": "x86", "i386": "x86"}
 
@@ -312,25 +93,24 @@ class OtlpExport:
         reader = PeriodicExportingMetricReader(exporter, export_interval_millis=interval)
         provider = MeterProvider(resource=Resource.create(resource_attributes(self._build)), metric_readers=[reader])
         meter = provider.get_meter("pktagent", self._build.get("version", ""))
-        for m in METRICS:
-            if m.read is None:
-                continue
-            make = {
-                "counter": meter.create_observable_counter,
-                "gauge": meter.create_observable_gauge,
-                "updown": meter.create_observable_up_down_counter,
-            }[m.kind]
-            make(m.otel, callbacks=[self._callback(m)], unit=m.unit, description=f"See {m.prometheus} in /metrics.")
+        makers = {
+            "counter": meter.create_observable_counter,
+            "gauge": meter.create_observable_gauge,
+            "updown": meter.create_observable_up_down_counter,
+        }
+        for f in CATALOGUE:
+            if f.otel_kind in makers:
+                makers[f.otel_kind](f.otel, callbacks=[self._callback(f)], unit=f.unit, description=f.help)
         self._provider = provider
 
-    def _callback(self, m: Mapped) -> Callable[[Any], Iterable[Any]]:
+    def _callback(self, f: Family) -> Callable[[Any], Iterable[Any]]:
         from opentelemetry.metrics import Observation
 
-        read = m.read
+        read, attributes = f.read, f.attributes
         assert read is not None
 
         def callback(options: Any) -> Iterable[Any]:
-            return [Observation(v, attrs) for v, attrs in read(self.snapshot())]
+            return [Observation(v, dict(zip(attributes, key))) for key, v in read(self.snapshot()) or ()]
 
         return callback
 
@@ -376,9 +156,14 @@ def _otlp_exporter(config: OtlpConfig) -> Any:
     return OTLPMetricExporter(**kwargs)
 
 
-def _histogram_metric(name: str, unit: str, h: Histogram, start_ns: int, now_ns: int, minimum: float | None, maximum: float | None) -> Any:
+def _histogram_metric(f: Family, s: Snapshot, start_ns: int, now_ns: int) -> Any:
+    """An already aggregated histogram of the pipeline as one cumulative OTLP histogram point."""
     from opentelemetry.sdk.metrics.export import AggregationTemporality, HistogramDataPoint, Metric
     from opentelemetry.sdk.metrics.export import Histogram as OtelHistogram
+
+    assert f.histogram is not None
+    h: Histogram = f.histogram(s)
+    minimum, maximum = f.extremes(s) if f.extremes else (None, None)
 
     point = HistogramDataPoint(
         attributes={},
@@ -391,7 +176,7 @@ def _histogram_metric(name: str, unit: str, h: Histogram, start_ns: int, now_ns:
         min=minimum,  # type: ignore[arg-type]
         max=maximum,  # type: ignore[arg-type]
     )
-    return Metric(name, f"See the matching histogram in /metrics ({name}).", unit, OtelHistogram([point], AggregationTemporality.CUMULATIVE))
+    return Metric(f.otel, f.help, f.unit, OtelHistogram([point], AggregationTemporality.CUMULATIVE))
 
 
 class SnapshotExporter(MetricExporter):
@@ -408,10 +193,7 @@ class SnapshotExporter(MetricExporter):
 
         s = self._export.snapshot()
         now = time.time_ns()
-        extra = [
-            _histogram_metric("pktagent.batch.duration", "s", s.batch_seconds, self._start_ns, now, s.min_batch_seconds or None, s.max_batch_seconds or None),
-            _histogram_metric("pktagent.batch.size", "{packet}", s.batch_sizes, self._start_ns, now, None, None),
-        ]
+        extra = [_histogram_metric(f, s, self._start_ns, now) for f in CATALOGUE if f.otel_kind == "histogram"]
         resource_metrics: Sequence[Any] = metrics_data.resource_metrics
         if resource_metrics:
             first = resource_metrics[0]

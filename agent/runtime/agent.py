@@ -161,12 +161,10 @@ class Agent:
             self.pool.observations.clear()
         else:
             snap = self.engine.snapshot(**self.build)
-        extra = dict(snap.extra)
-        if self._otlp_counts is not None:
-            extra["otlp_exports"] = self._otlp_counts.copy()
-        if self.store_writer is not None:
-            extra["store_writes"] = dict(self.store_writer.writes)
-        return snap.replace(extra=extra)
+        return snap.replace(
+            otlp_exports=None if self._otlp_counts is None else self._otlp_counts.copy(),
+            store_writes=None if self.store_writer is None else dict(self.store_writer.writes),
+        )
 
     def start(self) -> None:
         if self.config.user:

@@ -159,7 +159,7 @@ class WorkerPool:
                 message = conn.recv()
                 if message[0] == "snapshot":
                     snap = engine.snapshot()
-                    conn.send((snap.replace(extra={}), pending[:], last_now[0]))
+                    conn.send((snap, pending[:], last_now[0]))
                     pending.clear()
                 elif message[0] == "learn":
                     pipeline.apply_observations(message[1], message[2])
