@@ -231,25 +231,8 @@ class PcapMap:
         count = min(CHAINS, (size - pos) // segment, -(-want // CHAIN_RECORDS))
         if count < MIN_CHAINS:
             return None  # too few records wanted, or left in the file, for chains to pay
-        # Each segment's first record, guessed: the first place from its start whose timestamp has the
-        # last record's high bytes and that reads as a plausible header followed by another.
-        first = np.full(count, -1, np.int64)
-        first[0] = pos
-        top, second = self._high
-        high = self._seconds >> 16
-        width = min(self._widest, segment)
-        starts = pos + segment * np.arange(1, count, dtype=np.int64)
-        heads = np.lib.stride_tricks.as_strided(self.data[pos + segment :], shape=(count - 1, width), strides=(segment, 1))
-        found = np.flatnonzero(heads[:, top:] == high >> 8)
-        if found.size > 16 * count:
-            return None  # the timestamp bytes are everywhere (zero seconds, say): a guess would cost more than it saves
-        row, at = found // (width - top), starts[found // (width - top)] + found % (width - top)
-        keep = (self.data[np.minimum(at + second, size - 1)] == high & 0xFF) & self._plausible(at, high)
-        row, at = row[keep], at[keep]
-        lead = np.flatnonzero(np.r_[True, row[1:] != row[:-1]]) if row.size else row
-        first[1 + row[lead]] = at[lead]
-        guessed = first[first >= 0]
-        if guessed.size < count // 2:
+        guessed = self._guess_firsts(segment, count)
+        if guessed is None:
             return None
         # Walk every chain a record a step, each up to the next chain's first record. A chain that
         # has got there walks on until all have (one check every few steps is cheaper than stopping
@@ -291,6 +274,31 @@ class PcapMap:
         walked: I64 = trail[:-1, : last + 1].T[records.T]
         self.chained += walked.size
         return walked
+
+    def _guess_firsts(self, segment: int, count: int) -> I64 | None:
+        """Each segment's first record, guessed; None when too few segments have a guess for chains to pay.
+
+        The guess is the first place from the segment's start whose timestamp has the last record's
+        high bytes and that reads as a plausible header followed by another.
+        """
+        pos, size = self._pos, self._size
+        first = np.full(count, -1, np.int64)
+        first[0] = pos
+        top, second = self._high
+        high = self._seconds >> 16
+        width = min(self._widest, segment)
+        starts = pos + segment * np.arange(1, count, dtype=np.int64)
+        heads = np.lib.stride_tricks.as_strided(self.data[pos + segment :], shape=(count - 1, width), strides=(segment, 1))
+        found = np.flatnonzero(heads[:, top:] == high >> 8)
+        if found.size > 16 * count:
+            return None  # the timestamp bytes are everywhere (zero seconds, say): a guess would cost more than it saves
+        row, at = found // (width - top), starts[found // (width - top)] + found % (width - top)
+        keep = (self.data[np.minimum(at + second, size - 1)] == high & 0xFF) & self._plausible(at, high)
+        row, at = row[keep], at[keep]
+        lead = np.flatnonzero(np.r_[True, row[1:] != row[:-1]]) if row.size else row
+        first[1 + row[lead]] = at[lead]
+        guessed = first[first >= 0]
+        return guessed if guessed.size >= count // 2 else None
 
     def _run(self, want: int) -> I64:
         """Up to ``want`` records of the last walked length from here on, as far as every one in the stride has it: a block at a time."""

@@ -16,28 +16,14 @@ from typing import Any
 from agent import build_labels
 from agent import config as config_mod
 from agent.base.snapshot import Snapshot
-from agent.capture import Source
 from agent.config import Config
-from agent.errors import ConfigError, PktagentError
+from agent.errors import PktagentError
 from agent.export.health import health
 from agent.runtime.engine import Engine
 from agent.runtime.pipeline import Pipeline
+from agent.runtime.sources import openers
 
 log = logging.getLogger("pktagent")
-
-
-def default_route_interface(route_table: str = "/proc/net/route") -> str:
-    """The interface of the IPv4 default route, for capturing when no interface is named."""
-    try:
-        with open(route_table) as f:
-            lines = f.read().splitlines()[1:]
-    except OSError:
-        lines = []
-    for line in lines:
-        fields = line.split()
-        if len(fields) > 2 and fields[1] == "00000000":
-            return fields[0]
-    raise ConfigError("there is no default route to find an interface by: name one with --interface IFACE (see `ip link`)")
 
 
 def otlp_enabled(config: config_mod.OtlpConfig, environ: Mapping[str, str] = os.environ) -> bool:
@@ -64,37 +50,6 @@ def open_store(config: Config) -> Any:
         )
         return None
     return StoreWriter(Registry(config.devices.max_devices), store, config.devices.store_interval_seconds)
-
-
-def openers(cfg: Config, *, pace: bool) -> tuple[list[str], Callable[[int], Source]]:
-    """Interface names and a function opening source number i: live interfaces, or capture files."""
-    from agent.runtime.replay import file_opener
-
-    if cfg.capture.pcap:
-        return file_opener(cfg, cfg.capture.pcap, pace=pace)
-    names = interface_names(cfg)
-    return names, lambda i: open_live(cfg, names, i)
-
-
-def interface_names(cfg: Config) -> list[str]:
-    return list(cfg.capture.interfaces) or [default_route_interface()]
-
-
-def open_live(cfg: Config, names: list[str], i: int, fanout_group: int | None = None) -> Source:
-    """Open a live capture on interface number ``i`` with the config's settings."""
-    from agent.capture.live import LiveSource
-
-    c = cfg.capture
-    return LiveSource(
-        names[i],
-        index=i,
-        snaplen=c.snaplen,
-        promiscuous=c.promiscuous,
-        buffer_bytes=c.buffer_bytes,
-        bpf=c.bpf_filter or None,
-        block_timeout_ms=max(1, int(cfg.pipeline.batch_window_ms)),
-        fanout_group=fanout_group,
-    )
 
 
 class Agent:

@@ -30,14 +30,13 @@ from agent.naming.registry import Device
 from agent.naming.usage import MergedUsage, TopN
 from agent.runtime.engine import Engine
 from agent.runtime.pipeline import Pipeline
+from agent.runtime.sources import open_live
 
 log = logging.getLogger("pktagent.workers")
 
 
 class WorkerPool:
     def __init__(self, config: Config, interfaces: Sequence[str], workers: int, known_devices: Sequence[Device] = ()) -> None:
-        from agent.runtime.agent import open_live
-
         self.config, self.interfaces, self.n = config, list(interfaces), workers
         base = (os.getpid() * 16) & 0xFFFF  # fanout group ids, one per interface, private to this agent
 
