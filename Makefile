@@ -7,7 +7,7 @@ PORT   ?= 10464
 # capture in network namespaces, tshark as the reference decoder, tcpdump and softflowd as peers.
 APT_PACKAGES := prometheus tcpreplay tshark tcpdump softflowd iproute2 util-linux libcap2-bin systemd python3-venv
 
-.PHONY: run demo test lint typecheck bench bench-live fuzz soak clean system-deps
+.PHONY: run demo test test-fast lint typecheck bench bench-live fuzz soak clean system-deps
 
 $(BIN)/pktagent: pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -46,6 +46,11 @@ typecheck: $(VENV)/.dev
 
 test: system-deps $(VENV)/.dev lint typecheck
 	CI=$${CI:-} $(BIN)/python -m pytest -q
+
+# The edit loop: ruff and the tests that need no real services, namespaces or corpora (under a minute).
+test-fast: $(VENV)/.dev
+	$(BIN)/ruff check agent tests bench grafana
+	$(BIN)/python -m pytest -q -m "not slow" -p no:cacheprovider
 
 bench: $(BIN)/pktagent system-deps
 	$(BIN)/python bench/run.py

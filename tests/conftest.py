@@ -8,15 +8,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-# The tests' own helpers: pcapgen, netns, ... and the Ansible tests' ansible_cli.
-sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "ansible")]
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 CORPUS = Path(os.environ.get("PKTAGENT_CORPUS", ROOT.parent / "shared" / "corpus")) / "tcpdump"
@@ -60,3 +57,31 @@ def veth() -> Iterator[object]:
         yield pair
     finally:
         pair.delete()
+
+
+# The slow tier: real services, namespaces, corpora, long runs. `make test-fast` leaves it out;
+# `make test` (CI) runs everything.
+SLOW = (
+    "ansible/",
+    "grafana/",
+    "test_corpus.py",
+    "test_floods.py",
+    "test_fuzz.py",
+    "test_live_capture.py",
+    "test_otlp.py",
+    "test_prometheus_server.py",
+    "test_prometheus_tls.py",
+    "test_reload.py",
+    "test_scrape_storm.py",
+    "test_soak.py",
+    "test_tshark.py",
+    "capture/test_forked.py",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    tests = ROOT / "tests"
+    for item in items:
+        path = Path(str(item.path))
+        if path.is_relative_to(tests) and path.relative_to(tests).as_posix().startswith(SLOW):
+            item.add_marker(pytest.mark.slow)

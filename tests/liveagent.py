@@ -258,8 +258,6 @@ def unique_home_mix(out: Path, packets: int) -> Workload:
     """W1 (the home mix: IPv4 and IPv6, TCP, UDP, ICMP, VLAN tags, DNS answers) without the copies a router
     forwarded (TTL 63), written to ``out``; every frame differs from every other at the network layer."""
     import numpy as np
-
-    sys.path.insert(0, str(ROOT / "bench"))
     import workloads  # the benchmark's generator
 
     cols, _ = workloads.home_mix(packets)

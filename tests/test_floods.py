@@ -11,13 +11,13 @@ ones the benchmark measures. (100k MACs and 100k DNS names are in ``test_registr
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pcapgen as g
 import pytest
+import workloads  # the benchmark's generator
 from prometheus_client.parser import text_string_to_metric_families
 
 from agent.base import labels
@@ -28,9 +28,6 @@ from agent.cli import exposition
 from agent.config import Config
 from agent.runtime.engine import Engine
 from agent.runtime.pipeline import Pipeline
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
-import workloads  # the benchmark's generator
 
 START_US = 1_700_000_000_000_000
 BATCH = 4096

@@ -8,14 +8,11 @@ agent's processes and its counters are sampled.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 from conftest import need_tool
 from netns import VethPair
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 from soak import soak  # the soak benchmark, run short
 
 pytestmark = pytest.mark.live

@@ -6,18 +6,13 @@ import doctest
 import re
 import subprocess
 import sys
-from pathlib import Path
 from typing import Any
 
+import grafana_exprs as gx
+import pktagent_mixin
 import pytest
 import yaml
-
-HERE = Path(__file__).resolve().parent
-sys.path += [str(p) for p in (HERE, HERE.parents[1] / "grafana") if str(p) not in sys.path]  # helpers, and the mixin
-
-import grafana_exprs as gx  # noqa: E402
-import pktagent_mixin  # noqa: E402
-from pktagent_mixin import config, dashboards, grafana, promql, rules  # noqa: E402
+from pktagent_mixin import config, dashboards, grafana, promql, rules
 
 EXPECTED = {
     "pktagent-fleet.json": (config.UID_FLEET, "pktagent / Fleet overview"),

@@ -23,24 +23,18 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
+import grafana_captures as captures
+import grafana_exprs as gx
 import pytest
 from conftest import IN_CI, need, need_root, need_tool
-
-HERE = Path(__file__).resolve().parent
-sys.path += [str(p) for p in (HERE, HERE.parents[1] / "grafana") if str(p) not in sys.path]  # helpers, and the mixin
-
-import grafana_captures as captures  # noqa: E402
-import grafana_exprs as gx  # noqa: E402
-from grafana_stack import JOB, Prometheus, Stack, finite, wait_until  # noqa: E402
-from pktagent_mixin import config as cfg  # noqa: E402
-from pktagent_mixin import rules as r  # noqa: E402
+from grafana_stack import JOB, Prometheus, Stack, finite, wait_until
+from pktagent_mixin import config as cfg
+from pktagent_mixin import rules as r
 
 REPLAYED = ("baseline", "conditions", "labels")
 TOP = cfg.TOPK

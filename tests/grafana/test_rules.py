@@ -4,18 +4,12 @@ from __future__ import annotations
 
 import re
 import subprocess
-import sys
-from pathlib import Path
 
+import grafana_exprs as gx
 import pytest
 import yaml
 from conftest import need_tool
-
-HERE = Path(__file__).resolve().parent
-sys.path += [str(p) for p in (HERE, HERE.parents[1] / "grafana") if str(p) not in sys.path]  # helpers, and the mixin
-
-import grafana_exprs as gx  # noqa: E402
-from pktagent_mixin import config  # noqa: E402
+from pktagent_mixin import config
 
 UNIT_TESTS = sorted((gx.GRAFANA / "rules" / "tests").glob("*.yml"))
 ALERTS = gx.alerts()
