@@ -14,9 +14,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from agent.base.batch import U64
-
-_M = np.uint64(0x9E3779B97F4A7C15)
-_M2 = np.uint64(0xBF58476D1CE4E5B9)
+from agent.base.hashing import GOLDEN, mix
 
 
 def address_int(text: str) -> int:
@@ -36,9 +34,8 @@ def address_int(text: str) -> int:
 def address_key(hi: U64, lo: U64) -> U64:
     """The cache key of 128-bit addresses (never 0 or 1)."""
     # Mixed before bit 1 is forced on: two addresses differing only in that bit must not share a key.
-    h = (hi * _M) ^ lo
-    h = (h ^ (h >> np.uint64(31))) * _M2
-    key: U64 = (h ^ (h >> np.uint64(29))) | np.uint64(2)
+    h = hi * GOLDEN ^ lo
+    key: U64 = mix(h ^ (h >> np.uint64(31)), np.uint64(0)) | np.uint64(2)
     return key
 
 

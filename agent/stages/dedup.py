@@ -18,12 +18,11 @@ import numpy as np
 
 from agent.base import labels
 from agent.base.batch import I64, U64, Batch, Mask
+from agent.base.hashing import GOLDEN, MIX_1
 from agent.base.rows import rows
 
 HASHED_BYTES = 64
 _WORDS = HASHED_BYTES // 8
-_M1 = np.uint64(0x9E3779B97F4A7C15)
-_M2 = np.uint64(0xBF58476D1CE4E5B9)
 _S = np.uint64(31)
 _ALL = np.uint64(0xFFFF_FFFF_FFFF_FFFF)
 
@@ -62,10 +61,10 @@ def frame_hash(batch: Batch) -> U64:
         words[short] &= _KEEP[length[short]]
     words[:, 1] &= np.where(ip & (batch.network == labels.IPV4), _V4_WORD1, _ALL)
     words[:, 0] &= np.where(ip & (batch.network == labels.IPV6), _V6_WORD0, _ALL)
-    h = length.astype(np.uint64) * _M1
+    h = length.astype(np.uint64) * GOLDEN
     for j in range(_WORDS):
         h ^= words[:, j]
-        h *= _M2
+        h *= MIX_1
         h ^= h >> _S
     h |= np.uint64(1)
     return h

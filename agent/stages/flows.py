@@ -21,22 +21,15 @@ from agent.base import labels
 from agent.base.arrays import unique, unique_inverse
 from agent.base.batch import I64, U64, Batch
 from agent.base.hashindex import HashIndex
+from agent.base.hashing import GOLDEN, MIX_2, mix
 
 TCP_FIN, TCP_SYN, TCP_RST = 0x01, 0x02, 0x04
 N_TRANSPORTS = len(labels.FLOW_TRANSPORTS)
 N_REASONS = len(labels.FLOW_END_REASONS)
-_M1 = np.uint64(0x9E3779B97F4A7C15)
-_M2 = np.uint64(0xBF58476D1CE4E5B9)
-_M3 = np.uint64(0x94D049BB133111EB)
-
-
-def _mix(h: U64, word: U64) -> U64:
-    h = (h ^ word) * _M2
-    return h ^ (h >> np.uint64(29))
 
 
 def endpoint_hash(hi: U64, lo: U64, port: I64) -> U64:
-    return _mix(_mix(hi * _M1, lo), port.astype(np.uint64) + np.uint64(1))
+    return mix(mix(hi * GOLDEN, lo), port.astype(np.uint64) + np.uint64(1))
 
 
 class FlowTable:
@@ -85,7 +78,7 @@ class FlowTable:
         ports = batch.has_ports[sel]
         e_src = endpoint_hash(batch.src_hi[sel], batch.src_lo[sel], np.where(ports, batch.sport[sel], 0))
         e_dst = endpoint_hash(batch.dst_hi[sel], batch.dst_lo[sel], np.where(ports, batch.dport[sel], 0))
-        key = _mix((e_src + e_dst) * _M3, batch.proto[sel].astype(np.uint64)) | np.uint64(2)
+        key = mix((e_src + e_dst) * MIX_2, batch.proto[sel].astype(np.uint64)) | np.uint64(2)
         back = (e_src > e_dst).astype(np.intp)  # canonical order: the endpoint with the smaller hash is first
         ts = batch.ts[sel]
         size, flags, transport = batch.wirelen[sel], batch.tcp_flags[sel], t[sel]
