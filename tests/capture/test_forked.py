@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -70,6 +69,8 @@ from agent.capture.offline import FileSource
 from agent.stages.decode import read_heads
 src = ForkedSource(FileSource(sys.argv[1]), batch_size=256, slots=2, slot_bytes=2 << 20)
 print(src._proc.pid, flush=True)
+src._conn.poll(30)  # the reader has handed over its first batch
+print("ready", flush=True)
 time.sleep(60)  # never reads: the reader fills its slots and waits for the parent
 """
 
@@ -80,7 +81,7 @@ def test_a_reader_whose_parent_is_killed_stops(tmp_path: Path) -> None:
     try:
         assert parent.stdout is not None
         reader = int(parent.stdout.readline())
-        time.sleep(0.5)  # the reader has filled both slots and waits
+        assert parent.stdout.readline() == "ready\n"  # the reader is running and has sent a batch
         assert os.path.exists(f"/proc/{reader}")
         parent.send_signal(signal.SIGKILL)
         parent.wait(10)
