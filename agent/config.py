@@ -203,8 +203,14 @@ def _check_bounds(section: Any, prefix: str) -> None:
         low, high = f.metadata.get("low"), f.metadata.get("high")
         value = getattr(section, f.name)
         if low is not None and high is not None and isinstance(value, (int, float)) and not low <= value <= high:
-            noun = "an integer" if isinstance(value, int) else "a number"
-            raise ConfigError(f"config key {prefix}.{f.name}: must be {noun} between {_number(low)} and {_number(high)}, got {value!r}")
+            raise ConfigError(f"config key {prefix}.{f.name}: {range_message(type(value), low, high, value)}")
+
+
+def range_message(kind: type, low: float | None, high: float | None, value: object) -> str:
+    """The one wording of a value out of its range, for config keys and flags alike."""
+    noun = "an integer" if kind is int else "a number"
+    bounds = f" between {_number(low)} and {_number(high)}" if low is not None and high is not None else ""
+    return f"must be {noun}{bounds}, got {_describe(value)}"
 
 
 def listen_address(value: str, key: str = "config key web.listen") -> tuple[str, int]:
@@ -244,10 +250,8 @@ def _convert(value: Any, kind: Any, path: str, meta: Mapping[str, Any]) -> Any:
     if kind is int or kind is float:
         ok = (isinstance(value, int) and not isinstance(value, bool)) or (kind is float and isinstance(value, float))
         low, high = meta.get("low"), meta.get("high")
-        bounds = f" between {_number(low)} and {_number(high)}" if low is not None and high is not None else ""
-        noun = "an integer" if kind is int else "a number"
         if not ok or (low is not None and value < low) or (high is not None and value > high):
-            raise ConfigError(f"config key {path}: must be {noun}{bounds}, got {_describe(value)}")
+            raise ConfigError(f"config key {path}: {range_message(kind, low, high, value)}")
         return kind(value)
     if kind is str:
         if not isinstance(value, str):
