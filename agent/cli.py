@@ -16,9 +16,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
-
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from agent import __version__
 from agent import config as config_mod
@@ -335,12 +333,12 @@ def _log_flags(parser: argparse.ArgumentParser, *, top: bool) -> None:
     """--log.level and --log.format, before the command or after it (after wins)."""
     from agent.logs import FORMATS, LEVELS
 
-    keep = {} if top else {"default": argparse.SUPPRESS}  # after the command: only when given
+    # After the command a flag sets its value only when given, so one before the command still counts.
+    level: Any = "info" if top else argparse.SUPPRESS
+    fmt: Any = None if top else argparse.SUPPRESS
+    parser.add_argument("--log.level", "--log-level", dest="log_level", choices=LEVELS, default=level, help="what to log to stderr (default: info)")
     parser.add_argument(
-        "--log.level", "--log-level", dest="log_level", choices=LEVELS, help="what to log to stderr (default: info)", **({"default": "info"} | keep)
-    )
-    parser.add_argument(
-        "--log.format", dest="log_format", choices=FORMATS, help="log lines as logfmt or JSON (default: plain 'pktagent: LEVEL: message')", **keep
+        "--log.format", dest="log_format", choices=FORMATS, default=fmt, help="log lines as logfmt or JSON (default: plain 'pktagent: LEVEL: message')"
     )
 
 
@@ -355,7 +353,9 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="capture live (or replay captures at their pace) and serve /metrics and /health")
     run.add_argument("--config", metavar="FILE", help="YAML config file")
     source = run.add_mutually_exclusive_group()
-    source.add_argument("--interface", "-i", action="append", metavar="IFACE", help="capture on IFACE (repeat for several); default: the default-route interface")
+    source.add_argument(
+        "--interface", "-i", action="append", metavar="IFACE", help="capture on IFACE (repeat for several); default: the default-route interface"
+    )
     source.add_argument("--pcap", nargs="+", metavar="FILE", help="replay capture files at their recorded pace instead of capturing live")
     run.add_argument("--loop", action="store_true", help="start the --pcap files over when they end")
     run.add_argument(

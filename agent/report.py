@@ -15,7 +15,7 @@ from agent.snapshot import Histogram, Snapshot, UsageSeries
 
 
 def _count(value: float) -> int:
-    return int(round(float(value)))
+    return round(float(value))
 
 
 def _histogram(h: Histogram) -> dict[str, Any]:
