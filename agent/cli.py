@@ -270,6 +270,8 @@ def _iso(seconds: float) -> str:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     cfg = config_mod.load(args.file)
+    for warning in missing_interfaces(cfg):
+        print(f"pktagent: warning: {args.file}: {warning}", file=sys.stderr)
     if cfg.capture.bpf_filter:
         import pcapy
 
@@ -290,6 +292,19 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def missing_interfaces(cfg: Config, present: Sequence[str] | None = None) -> list[str]:
+    """Warnings for the configured interfaces this host does not have (the config may be meant for another host)."""
+    import socket
+
+    have = list(present) if present is not None else [name for _, name in socket.if_nameindex()]
+    return [
+        f"config key capture.interfaces[{i}]: this host has no interface {name!r} (it has {', '.join(have) or 'none'}); "
+        "pktagent run would refuse to start on this host"
+        for i, name in enumerate(cfg.capture.interfaces)
+        if name not in have
+    ]
+
+
 # -- entry point ------------------------------------------------------------------------------
 
 
@@ -297,6 +312,8 @@ class _Parser(argparse.ArgumentParser):
     """argparse with one line per mistake: what is wrong, and where to read more; exit status 2."""
 
     def error(self, message: str) -> NoReturn:
+        if "COMMAND" in message:  # `pktagent` alone: the usage is the answer
+            self.print_usage(sys.stderr)
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 

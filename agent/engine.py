@@ -212,6 +212,8 @@ class Engine:
                     self._fail(i, str(e))
                     continue
                 if batch is None:
+                    if not self._blocking:
+                        self._ended(i)
                     break
                 self._account(i, src, batch)
         except BaseException as e:  # pragma: no cover - a bug: stop everything, report it
@@ -234,6 +236,14 @@ class Engine:
             state.bytes_read += read
             state.queue_dropped += dropped
             state.pcap = pcap
+
+    def _ended(self, i: int) -> None:
+        """A capture file of a live run (``run --pcap`` without ``--loop``) is read to its end: nothing more will come."""
+        state = self.states[i]
+        message = f"{state.name}: end of the capture file, nothing more to read (--loop starts it over)"
+        log.info("%s", message)
+        with state.lock:
+            state.up, state.error = False, message
 
     def _fail(self, i: int, message: str) -> None:
         state = self.states[i]
