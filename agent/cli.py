@@ -1,7 +1,8 @@
-"""The ``pktagent`` command: run, replay, check-config.
+"""The ``pktagent`` command: run, replay, devices, check-config.
 
 Only pktagent's own errors are caught, and each is printed as one line, ``Type: message``,
-with exit status 1; argument mistakes exit 2 with argparse's usage line.
+with exit status 1; argument mistakes (a bad flag value included) exit 2 with one line naming
+the flag. Each command imports what it needs only, so ``pktagent --version`` starts quickly.
 """
 
 from __future__ import annotations
@@ -14,15 +15,16 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from agent import __version__
 from agent import config as config_mod
-from agent.base import labels
-from agent.base.snapshot import Snapshot
 from agent.config import Config
 from agent.errors import ConfigError, PktagentError
+
+if TYPE_CHECKING:
+    from agent.base.snapshot import Snapshot
 
 log = logging.getLogger("pktagent")
 
@@ -35,10 +37,10 @@ def resolve_config(args: argparse.Namespace) -> Config:
     cfg = config_mod.load(args.config) if getattr(args, "config", None) else Config()
     capture: dict[str, Any] = {}
     if getattr(args, "interface", None):
-        capture["interfaces"] = tuple(args.interface)
+        capture["interfaces"] = once(args.interface, "--interface")
         capture["pcap"] = ()
     if getattr(args, "pcap", None):
-        capture["pcap"] = tuple(args.pcap)
+        capture["pcap"] = once(args.pcap, "--pcap")
         capture["interfaces"] = ()
     if getattr(args, "loop", False):
         capture["loop"] = True
@@ -49,17 +51,27 @@ def resolve_config(args: argparse.Namespace) -> Config:
     if capture:
         cfg = cfg.replace("capture", **capture)
     if getattr(args, "sampling_rate", None) is not None:
-        if not 0 < args.sampling_rate <= 1:
-            raise ConfigError(f"--sampling-rate: must be a number in (0, 1], got {args.sampling_rate}")
         cfg = cfg.replace("pipeline", sampling_rate=args.sampling_rate)
     if getattr(args, "listen", None):
-        config_mod.listen_address(args.listen, "--listen")  # names the flag, not a config key
         cfg = cfg.replace("web", listen=args.listen)
     if getattr(args, "web_config_file", None):
         cfg = cfg.replace("web", config_file=args.web_config_file)
     if getattr(args, "state_dir", None):
         cfg = cfg.replace(state_dir=args.state_dir)
     return cfg
+
+
+def once(items: Sequence[str], flag: str) -> tuple[str, ...]:
+    """Each interface or file once: named twice it would be two identical series (invalid exposition)."""
+    seen: dict[str, str] = {}
+    for item in items:
+        key = item if flag == "--interface" else os.path.realpath(item)
+        if key in seen:
+            same = "named twice" if item == seen[key] else f"the same file as {seen[key]}"
+            log.warning("%s: %s is %s: counting it once", flag, item, same)
+            continue
+        seen[key] = item
+    return tuple(seen.values())
 
 
 # -- run --------------------------------------------------------------------------------------
@@ -84,54 +96,55 @@ def cmd_run(args: argparse.Namespace) -> int:
 # -- replay -----------------------------------------------------------------------------------
 
 
-def snapshot_json(s: Snapshot) -> dict[str, Any]:
-    """The final figures of a replay as plain JSON."""
-    interfaces = {}
-    for k, name in enumerate(s.interfaces):
-        traffic = [
-            {
-                "network": labels.NETWORKS[n],
-                "transport": labels.TRANSPORTS[t],
-                "direction": labels.DIRECTIONS[d],
-                "packets": float(s.traffic_packets[k, n, t, d]),
-                "bytes": float(s.traffic_bytes[k, n, t, d]),
-            }
-            for n, t, d in zip(*s.traffic_packets[k].nonzero())
-        ]
-        interfaces[name] = {
-            "packets_captured": int(s.captured[k]),
-            "packets_processed": int(s.processed[k]),
-            "packets_duplicate": int(s.duplicate[k]),
-            "packets_sampled_out": int(s.sampled_out[k]),
-            "unsupported_link_packets": int(s.unsupported_link[k]),
-            "packets_dropped": dict(zip(labels.DROP_STAGES, map(int, s.dropped[k]))),
-            "traffic_packets": float(s.traffic_packets[k].sum()),
-            "traffic_bytes": float(s.traffic_bytes[k].sum()),
-            "traffic": traffic,
-            "decode_errors": {f"{layer}/{reason}": int(v) for (layer, reason), v in zip(labels.DECODE_ERRORS, s.decode_errors[k]) if v},
-        }
-    return {
-        "version": s.version,
-        "interfaces": interfaces,
-        "flows": {
-            "started": dict(zip(labels.FLOW_TRANSPORTS, map(int, s.flows_started))),
-            "ended": {tr: dict(zip(labels.FLOW_END_REASONS, map(int, row))) for tr, row in zip(labels.FLOW_TRANSPORTS, s.flows_ended)},
-            "active": dict(zip(labels.FLOW_TRANSPORTS, map(int, s.flows_active))),
-        },
-        "caches": {c.name: {"hits": c.hits, "misses": c.misses, "entries": c.entries, "evictions": c.evictions} for c in s.caches},
-        "processing": {"batches": s.batch_seconds.count, "busy_seconds": s.busy_seconds},
-    }
+def progress_line(files_done: int, sizes: Sequence[int], bytes_read: int, packets: int, rate: float, left: float | None) -> str:
+    """The replay's progress: files done, share of the bytes read, packets, rate, time left.
+
+    >>> progress_line(1, [1000, 3000], 2000, 12345, 1.5e6, 65.0)
+    'replay: 1/2 files, 50% of 4.0 KB, 12,345 packets, 1.50M packets/s, 1m05s left'
+    """
+    total = max(sum(sizes), 1)
+    share = min(bytes_read / total, 1.0)
+    line = f"replay: {files_done}/{len(sizes)} files, {share:.0%} of {_size(total)}, {packets:,} packets"
+    if rate > 0:
+        line += f", {rate / 1e6:.2f}M packets/s"
+    if left is not None and files_done < len(sizes):
+        line += f", {_duration(left)} left"
+    return line
 
 
-def _progress(engine: Any, total_files: int, done: threading.Event) -> None:
-    started = time.monotonic()
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000  # type: ignore[assignment]
+    return ""  # pragma: no cover
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds + 0.5)
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+def _progress(engine: Any, sizes: Sequence[int], done: threading.Event) -> None:
+    total = sum(sizes)
+
+    def line() -> str:
+        states = engine.states
+        files = sum(s.finished for s in states)
+        # Files read to the end count whole; the one being read by the bytes of its records.
+        read = sum(size if s.finished else min(s.bytes_read, size) for s, size in zip(states, sizes))
+        packets = sum(s.captured for s in states)
+        # Rate and time left count from the first batch: opening files and forking readers is not reading.
+        starts = [s.first_batch_at for s in states if s.first_batch_at]
+        seconds = time.monotonic() - min(starts) if starts else 0.0
+        rate = packets / seconds if seconds > 0 else 0.0
+        left = seconds * (total - read) / read if read and seconds > 0 else None
+        return progress_line(files, sizes, read, packets, rate, left)
+
     while not done.wait(0.25):
-        packets = sum(s.captured for s in engine.states)
-        files = sum(s.finished for s in engine.states)
-        rate = packets / max(time.monotonic() - started, 1e-9)
-        sys.stderr.write(f"\rreplay: {files}/{total_files} files, {packets:,} packets, {rate / 1e6:.2f}M packets/s ")
+        sys.stderr.write(f"\r{line()}\033[K")
         sys.stderr.flush()
-    sys.stderr.write("\r\033[K")
+    sys.stderr.write(f"\r{line()}\033[K\n")  # the last line stays: N/N files
     sys.stderr.flush()
 
 
@@ -139,17 +152,19 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from agent import build_labels
     from agent.runtime.replay import finish, replay_engine
 
-    cfg = resolve_config(args).replace("capture", pcap=tuple(args.files), interfaces=(), loop=False)
+    files = once(args.files, "replay")
+    cfg = resolve_config(args).replace("capture", pcap=files, interfaces=(), loop=False)
     writer = None
     if args.state_dir:
         from agent.runtime.agent import open_store
 
         writer = open_store(cfg)
-    engine = replay_engine(cfg, args.files, writer.store.load() if writer else ())
+    engine = replay_engine(cfg, files, writer.store.load() if writer else ())
     done = threading.Event()
     bar = None
     if sys.stderr.isatty():
-        bar = threading.Thread(target=_progress, args=(engine, len(args.files), done), daemon=True)
+        sizes = [os.path.getsize(f) for f in files]
+        bar = threading.Thread(target=_progress, args=(engine, sizes, done), daemon=True)
         bar.start()
     engine.start()
     try:
@@ -167,6 +182,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
         writer.stop()  # writes what the replay learned
     snap = engine.snapshot(**build_labels())
     if args.format == "json":
+        from agent.export.report import snapshot_json
+
         sys.stdout.write(json.dumps(snapshot_json(snap), indent=2) + "\n")
     else:
         sys.stdout.write(exposition(snap).decode())
@@ -253,6 +270,8 @@ def _iso(seconds: float) -> str:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     cfg = config_mod.load(args.file)
+    for warning in missing_interfaces(cfg):
+        print(f"pktagent: warning: {args.file}: {warning}", file=sys.stderr)
     if cfg.capture.bpf_filter:
         import pcapy
 
@@ -273,26 +292,103 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def missing_interfaces(cfg: Config, present: Sequence[str] | None = None) -> list[str]:
+    """Warnings for the configured interfaces this host does not have (the config may be meant for another host)."""
+    import socket
+
+    have = list(present) if present is not None else [name for _, name in socket.if_nameindex()]
+    return [
+        f"config key capture.interfaces[{i}]: this host has no interface {name!r} (it has {', '.join(have) or 'none'}); "
+        "pktagent run would refuse to start on this host"
+        for i, name in enumerate(cfg.capture.interfaces)
+        if name not in have
+    ]
+
+
 # -- entry point ------------------------------------------------------------------------------
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one line per mistake: what is wrong, and where to read more; exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        if "COMMAND" in message:  # `pktagent` alone: the usage is the answer
+            self.print_usage(sys.stderr)
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _bounded(section: type, name: str) -> Callable[[str], Any]:
+    """A flag type for config field ``section.name``: its type and range, in the config's wording."""
+    import dataclasses
+    import typing
+
+    f = next(f for f in dataclasses.fields(section) if f.name == name)
+    kind = typing.get_type_hints(section)[name]
+    low, high = f.metadata["low"], f.metadata["high"]
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not low <= value <= high:
+            raise argparse.ArgumentTypeError(config_mod.range_message(kind, low, high, text if value is None else value))
+        return value
+
+    return parse
+
+
+def _listen(text: str) -> str:
+    try:
+        config_mod.listen_address(text, "")
+    except ConfigError as e:
+        raise argparse.ArgumentTypeError(str(e).removeprefix(": ")) from None
+    return text
+
+
+def _log_flags(parser: argparse.ArgumentParser, *, top: bool) -> None:
+    """--log.level and --log.format, before the command or after it (after wins)."""
+    from agent.logs import FORMATS, LEVELS
+
+    # After the command a flag sets its value only when given, so one before the command still counts.
+    level: Any = "info" if top else argparse.SUPPRESS
+    fmt: Any = None if top else argparse.SUPPRESS
+    parser.add_argument("--log.level", "--log-level", dest="log_level", choices=LEVELS, default=level, help="what to log to stderr (default: info)")
+    parser.add_argument(
+        "--log.format", dest="log_format", choices=FORMATS, default=fmt, help="log lines as logfmt or JSON (default: plain 'pktagent: LEVEL: message')"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="pktagent", description="Network traffic exporter: captures packets and serves Prometheus metrics.")
+    from agent.config import CaptureConfig, PipelineConfig
+
+    p = _Parser(prog="pktagent", description="Network traffic exporter: captures packets and serves Prometheus metrics.")
     p.add_argument("--version", action="version", version=f"pktagent {__version__}")
-    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"], help="what to log to stderr (default: info)")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _log_flags(p, top=True)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
     run = sub.add_parser("run", help="capture live (or replay captures at their pace) and serve /metrics and /health")
     run.add_argument("--config", metavar="FILE", help="YAML config file")
-    run.add_argument("--interface", "-i", action="append", metavar="IFACE", help="capture on IFACE (repeat for several); default: the default-route interface")
-    run.add_argument("--pcap", nargs="+", metavar="FILE", help="replay capture files at their recorded pace instead of capturing live")
+    source = run.add_mutually_exclusive_group()
+    source.add_argument(
+        "--interface", "-i", action="append", metavar="IFACE", help="capture on IFACE (repeat for several); default: the default-route interface"
+    )
+    source.add_argument("--pcap", nargs="+", metavar="FILE", help="replay capture files at their recorded pace instead of capturing live")
     run.add_argument("--loop", action="store_true", help="start the --pcap files over when they end")
-    run.add_argument("--listen", metavar="HOST:PORT", help=f"where to serve /metrics (default 0.0.0.0:{config_mod.DEFAULT_PORT})")
+    run.add_argument(
+        "--web.listen-address",
+        "--listen",
+        dest="listen",
+        type=_listen,
+        metavar="HOST:PORT",
+        help=f"where to serve /metrics (default 0.0.0.0:{config_mod.DEFAULT_PORT})",
+    )
     run.add_argument("--web.config.file", dest="web_config_file", metavar="FILE", help="exporter-toolkit web config: TLS and basic auth")
     run.add_argument("--bpf", metavar="EXPR", help="BPF capture filter, e.g. 'not port 22'")
-    run.add_argument("--sampling-rate", type=float, metavar="R", help="keep this share of packets, 0 < R <= 1")
+    run.add_argument("--sampling-rate", type=_bounded(PipelineConfig, "sampling_rate"), metavar="R", help="keep this share of packets, 0 < R <= 1")
     run.add_argument("--state-dir", metavar="DIR", help="where the agent keeps its state")
-    run.add_argument("--workers", type=int, metavar="N", help="capture processes per interface (PACKET_FANOUT_HASH)")
+    run.add_argument("--workers", type=_bounded(CaptureConfig, "workers"), metavar="N", help="capture processes per interface (PACKET_FANOUT_HASH)")
+    _log_flags(run, top=False)
     run.set_defaults(func=cmd_run)
 
     replay = sub.add_parser("replay", help="read capture files at full speed and print the final metrics")
@@ -301,26 +397,32 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--format", choices=["prometheus", "json"], default="prometheus", help="output format (default: prometheus)")
     replay.add_argument("--bpf", metavar="EXPR", help="BPF filter applied while reading")
     replay.add_argument("--state-dir", metavar="DIR", help="keep the devices learned from the files in DIR (see `pktagent devices`)")
+    _log_flags(replay, top=False)
     replay.set_defaults(func=cmd_replay)
 
     devices = sub.add_parser("devices", help="list the devices the agent has learned")
     devices.add_argument("--config", metavar="FILE", help="YAML config file (for its state_dir)")
     devices.add_argument("--state-dir", metavar="DIR", help="where the agent keeps its state (default: the config's, /var/lib/pktagent)")
     devices.add_argument("--format", choices=["table", "json"], default="table", help="output format (default: table)")
+    _log_flags(devices, top=False)
     devices.set_defaults(func=cmd_devices)
 
     check = sub.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("file", metavar="FILE")
+    _log_flags(check, top=False)
     check.set_defaults(func=cmd_check_config)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from agent.capture._pcapy import tune_allocator
+    from agent import logs
 
-    tune_allocator()
-    logging.basicConfig(level=getattr(logging, args.log_level.upper()), format="pktagent: %(levelname)s: %(message)s", stream=sys.stderr)
+    if args.func in (cmd_run, cmd_replay):  # the commands that capture
+        from agent.capture._pcapy import tune_allocator
+
+        tune_allocator()
+    logs.setup(args.log_level, getattr(args, "log_format", None))
     try:
         result: int = args.func(args)
         return result

@@ -86,8 +86,8 @@ class DevicesConfig:
     cache_size: int = field(default=4096, metadata=_check(1, 1 << 24))
     inventory: tuple[DeviceEntry, ...] = ()
     max_devices: int = field(default=2000, metadata=_check(16, 1 << 20))  # devices the registry keeps
-    series_budget: int = field(default=50, metadata=_check(1, 10000))  # device label values with their own series
-    domain_series_budget: int = field(default=50, metadata=_check(1, 10000))  # domain label values with their own series
+    series_budget: int = field(default=50, metadata=_check(0, 10000))  # device label values with their own series (0: no per-device series)
+    domain_series_budget: int = field(default=50, metadata=_check(0, 10000))  # domain label values with their own series (0: no per-domain series)
     series_ttl_seconds: float = field(default=900.0, metadata=_check(1.0, 86400 * 30))  # a quiet series is dropped after this
     series_rank_seconds: float = field(default=60.0, metadata=_check(1.0, 86400))  # how often the busiest names are ranked for series
     max_domain_addresses: int = field(default=16384, metadata=_check(16, 1 << 24))  # remote addresses with a known domain
@@ -131,6 +131,7 @@ class Config:
     web: WebConfig = field(default_factory=WebConfig)
     otlp: OtlpConfig = field(default_factory=OtlpConfig)
     local_networks: tuple[str, ...] = DEFAULT_LOCAL_NETWORKS
+    host_addresses_local: bool = True  # a live capture's host: its own addresses count as local too
     state_dir: str = "/var/lib/pktagent"
     user: str = ""  # started as root: become this user once the captures are open (keeping CAP_NET_RAW only)
 
@@ -203,8 +204,14 @@ def _check_bounds(section: Any, prefix: str) -> None:
         low, high = f.metadata.get("low"), f.metadata.get("high")
         value = getattr(section, f.name)
         if low is not None and high is not None and isinstance(value, (int, float)) and not low <= value <= high:
-            noun = "an integer" if isinstance(value, int) else "a number"
-            raise ConfigError(f"config key {prefix}.{f.name}: must be {noun} between {_number(low)} and {_number(high)}, got {value!r}")
+            raise ConfigError(f"config key {prefix}.{f.name}: {range_message(type(value), low, high, value)}")
+
+
+def range_message(kind: type, low: float | None, high: float | None, value: object) -> str:
+    """The one wording of a value out of its range, for config keys and flags alike."""
+    noun = "an integer" if kind is int else "a number"
+    bounds = f" between {_number(low)} and {_number(high)}" if low is not None and high is not None else ""
+    return f"must be {noun}{bounds}, got {_describe(value)}"
 
 
 def listen_address(value: str, key: str = "config key web.listen") -> tuple[str, int]:
@@ -230,8 +237,9 @@ def _convert(value: Any, kind: Any, path: str, meta: Mapping[str, Any]) -> Any:
     origin = typing.get_origin(kind)
     if origin is tuple:
         item_kind = typing.get_args(kind)[0]
-        if isinstance(value, str) and item_kind is str:
-            value = [value]
+        if isinstance(value, str):  # `interfaces: eth0,lo` is one name with a comma in it, not two
+            items = ", ".join(v.strip() for v in value.split(",") if v.strip()) or "..."
+            raise ConfigError(f"config key {path}: must be a list, such as [{items}], got {_describe(value)}")
         if not isinstance(value, list):
             raise ConfigError(f"config key {path}: must be a list, got {_describe(value)}")
         return tuple(_convert(v, item_kind, f"{path}[{i}]", {}) for i, v in enumerate(value))
@@ -244,10 +252,8 @@ def _convert(value: Any, kind: Any, path: str, meta: Mapping[str, Any]) -> Any:
     if kind is int or kind is float:
         ok = (isinstance(value, int) and not isinstance(value, bool)) or (kind is float and isinstance(value, float))
         low, high = meta.get("low"), meta.get("high")
-        bounds = f" between {_number(low)} and {_number(high)}" if low is not None and high is not None else ""
-        noun = "an integer" if kind is int else "a number"
         if not ok or (low is not None and value < low) or (high is not None and value > high):
-            raise ConfigError(f"config key {path}: must be {noun}{bounds}, got {_describe(value)}")
+            raise ConfigError(f"config key {path}: {range_message(kind, low, high, value)}")
         return kind(value)
     if kind is str:
         if not isinstance(value, str):

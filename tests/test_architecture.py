@@ -15,6 +15,8 @@ MAX_MODULE_LINES, MAX_FUNCTION_LINES, MAX_TOP_MODULES = 450, 60, 8
 # bottom; "base" holds value types. Stages and exporters never reach into runtime or each other.
 MAY_IMPORT: dict[str, set[str]] = {
     "errors": set(),
+    "logs": set(),
+    "version": {"errors"},
     "base": {"errors"},
     "config": {"errors", "base"},
     "capture": {"errors", "base", "config"},
@@ -22,7 +24,7 @@ MAY_IMPORT: dict[str, set[str]] = {
     "naming": {"errors", "base", "config"},
     "export": {"errors", "base", "config"},
     "runtime": {"errors", "base", "config", "capture", "stages", "naming", "export", "__init__"},
-    "cli": {"errors", "base", "config", "capture", "stages", "naming", "export", "runtime", "__init__"},
+    "cli": {"errors", "base", "config", "capture", "stages", "naming", "export", "runtime", "__init__", "logs", "version"},
     "__main__": {"cli"},
     "__init__": {"capture"},
 }

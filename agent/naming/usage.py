@@ -42,9 +42,14 @@ class TopN:
         self._next_rank: int | None = None
         self._free_series = list(range(2, budget + 2))
 
+    @property
+    def off(self) -> bool:
+        """A budget of 0 turns the label's series off: nothing is counted or shown."""
+        return self.budget == 0
+
     def add(self, name_ids: I64, measure_bytes: int, sizes: np.ndarray, scale: float) -> None:
         """Count packets (``sizes`` bytes each) of ``name_ids`` under measure TX_BYTES or RX_BYTES."""
-        if name_ids.size == 0:
+        if name_ids.size == 0 or self.off:
             return
         np.add.at(self.recent, name_ids, sizes)
         series = self._series_for(name_ids)
@@ -54,7 +59,7 @@ class TopN:
 
     def add_totals(self, name_ids: I64, values: np.ndarray) -> None:
         """Count ready-made amounts: row i of ``values`` is [tx bytes, rx bytes, tx packets, rx packets] of ``name_ids[i]``."""
-        if name_ids.size == 0:
+        if name_ids.size == 0 or self.off:
             return
         np.add.at(self.recent, name_ids, values[:, TX_BYTES] + values[:, RX_BYTES])
         series = self._series_for(name_ids)
@@ -87,6 +92,8 @@ class TopN:
         return self.rerank(now)
 
     def rerank(self, now: int) -> bool:
+        if self.off:
+            return False
         changed = self._rank(now)
         self._free_series = [s for s in range(2, self.totals.shape[0]) if self.series_name[s] is None]
         return changed
@@ -142,8 +149,10 @@ class TopN:
         self.dropped += 1
 
     def series(self) -> list[tuple[str, list[float]]]:
-        """(label value, [tx bytes, rx bytes, tx packets, rx packets]) of every series held."""
-        out = []
+        """(label value, [tx bytes, rx bytes, tx packets, rx packets]) of every series held (none when off)."""
+        out: list[tuple[str, list[float]]] = []
+        if self.off:
+            return out
         for s, name in enumerate(self.series_name):
             if name is not None:
                 label = self.names.names[name]

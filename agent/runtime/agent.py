@@ -66,7 +66,7 @@ class Agent:
         self.config = config
         self.build = build_labels()
         names, opener = openers(config, pace=True)
-        self.pipeline = Pipeline(config, names)
+        self.pipeline = Pipeline(config, names, host_local=not config.capture.pcap)
         self.engine = Engine(
             self.pipeline,
             opener,

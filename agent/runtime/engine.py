@@ -93,6 +93,8 @@ class CaptureState:
     up: bool = False
     error: str = ""
     captured: int = 0
+    bytes_read: int = 0  # of a capture file, near enough: the records' bytes and a 16-byte header each (replay's progress)
+    first_batch_at: float = 0.0  # time.monotonic() of the first batch: a rate counts from there, not from start-up
     queue_dropped: int = 0
     pcap: CaptureStats = field(default_factory=CaptureStats)  # libpcap's figures of the current handle
     pcap_before: CaptureStats = field(default_factory=CaptureStats)  # summed over handles closed before it
@@ -210,6 +212,8 @@ class Engine:
                     self._fail(i, str(e))
                     continue
                 if batch is None:
+                    if not self._blocking:
+                        self._ended(i)
                     break
                 self._account(i, src, batch)
         except BaseException as e:  # pragma: no cover - a bug: stop everything, report it
@@ -223,11 +227,23 @@ class Engine:
         state = self.states[i]
         n = len(batch)
         pcap = src.stats()
+        read = int((batch.caplen if isinstance(batch, RawBatch) else batch.wirelen).sum()) + 16 * n
         dropped = n if n and not self.queue.put(batch, n, block=self._blocking) else 0
         with state.lock:
+            if not state.first_batch_at and n:
+                state.first_batch_at = time.monotonic()
             state.captured += n
+            state.bytes_read += read
             state.queue_dropped += dropped
             state.pcap = pcap
+
+    def _ended(self, i: int) -> None:
+        """A capture file of a live run (``run --pcap`` without ``--loop``) is read to its end: nothing more will come."""
+        state = self.states[i]
+        message = f"{state.name}: end of the capture file, nothing more to read (--loop starts it over)"
+        log.info("%s", message)
+        with state.lock:
+            state.up, state.error = False, message
 
     def _fail(self, i: int, message: str) -> None:
         state = self.states[i]

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from agent.base.addresses import address_int
+from agent.base.addresses import address_int, host_addresses
 from agent.base.batch import Batch, RawBatch
 from agent.base.snapshot import CacheStats, UsageSeries
 from agent.config import Config
@@ -51,13 +51,14 @@ def prepare(raw: RawBatch) -> RawBatch | Batch:
 
 
 class Pipeline:
-    def __init__(self, config: Config, interfaces: Sequence[str], known_devices: Sequence[Device] = ()) -> None:
+    def __init__(self, config: Config, interfaces: Sequence[str], known_devices: Sequence[Device] = (), *, host_local: bool = False) -> None:
         self.config = config
+        self.host_local = host_local  # this host's own addresses count as local too (a live capture's)
         self.interfaces = tuple(interfaces)
         self.lock = threading.Lock()
         self.dedup = Dedup(int(config.dedup.window_ms * 1000), config.dedup.max_entries)
         self.sampler = Sampler(config.pipeline.sampling_rate)
-        self.classifier = Classifier(config.local_networks)
+        self.classifier = self._classifier(config)
         d = config.devices
         self.learner = Learner(d.learn_per_batch)
         self.registry = self._registry(known_devices)
@@ -75,6 +76,10 @@ class Pipeline:
         )
         self.counters = Counters(len(self.interfaces))
         self.on_learn: Callable[[Observations, int], None] | None = None  # workers pass what they learn on
+
+    def _classifier(self, config: Config) -> Classifier:
+        host = host_addresses() if self.host_local and config.host_addresses_local else ()
+        return Classifier((*config.local_networks, *host))
 
     def _registry(self, known_devices: Sequence[Device]) -> Registry:
         registry = Registry(self.config.devices.max_devices)
@@ -163,6 +168,7 @@ class Pipeline:
         {
             "pipeline.sampling_rate",
             "local_networks",
+            "host_addresses_local",
             "devices.inventory",
             "dedup.window_ms",
             "flows.idle_timeout_seconds",
@@ -176,8 +182,8 @@ class Pipeline:
         with self.lock:
             if "pipeline.sampling_rate" in keys:
                 self.sampler = Sampler(config.pipeline.sampling_rate)
-            if "local_networks" in keys:
-                self.classifier = Classifier(config.local_networks)
+            if "local_networks" in keys or "host_addresses_local" in keys:
+                self.classifier = self._classifier(config)
             if "devices.inventory" in keys:
                 self.registry.replace_inventory(config.devices.inventory)
                 self.devices.cache.clear()

@@ -126,7 +126,7 @@ class WorkerPool:
         parent_end.close()
         for other in self._conns:
             other.close()
-        pipeline = Pipeline(self.config, self.interfaces, self._known)
+        pipeline = Pipeline(self.config, self.interfaces, self._known, host_local=True)  # workers capture live
         pending: list[Observations] = []
         last_now = [0]
 
