@@ -66,7 +66,9 @@ def resolve_config(args: argparse.Namespace) -> Config:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from agent.app import Agent
+    from agent.privileges import harden
 
+    harden()  # no_new_privs, in this process and in every worker it forks
     agent = Agent(resolve_config(args))
     stop, hup = threading.Event(), threading.Event()
 

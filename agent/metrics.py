@@ -60,7 +60,7 @@ def capture(s: Snapshot) -> Iterator[Metric]:
     yield _per_interface(s, "packets_captured", "Packets libpcap handed over.", s.captured)
     dropped = CounterMetricFamily(
         f"{NS}_packets_dropped",
-        "Packets lost before processing, by stage: kernel and interface (libpcap's figures) or queue (agent full).",
+        "Packets lost before processing, by stage: kernel and interface (libpcap's figures), queue (agent full) or reopen (a failed capture closed).",
         labels=["interface", "stage"],
     )
     for iface, row in zip(s.interfaces, s.dropped.tolist()):
