@@ -141,6 +141,9 @@ class Agent:
         host, port = config_mod.listen_address(config.web.listen)
         self.server = MetricsServer(host, port, self.registry, lambda: health(self.snapshot()), security=security)
         if config.user:
+            import sqlite3  # noqa: F401 - imported while the interpreter's library is surely readable
+
+            import agent.store  # noqa: F401
             from agent.privileges import drop_to
 
             # The captures are open and the port is bound: root is needed no longer. Before any

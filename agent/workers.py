@@ -15,6 +15,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import multiprocessing
+import multiprocessing.connection  # imported now, as root may be all that can read the interpreter's library
+import multiprocessing.popen_fork
 import os
 import threading
 import time
