@@ -113,4 +113,3 @@ def test_a_stopped_worker_shows_down_and_stops_the_agent(veth: VethPair, tmp_pat
 
 def test_a_killed_worker_shows_down_and_stops_the_agent(veth: VethPair, tmp_path: Path) -> None:
     failing_worker(veth, tmp_path, signal.SIGKILL, "exited (signal 9)")
-
