@@ -79,7 +79,9 @@ def once(items: Sequence[str], flag: str) -> tuple[str, ...]:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from agent.runtime.agent import Agent
+    from agent.runtime.privileges import harden
 
+    harden()  # no_new_privs, in this process and in every worker it forks
     agent = Agent(resolve_config(args))
     stop, hup = threading.Event(), threading.Event()
 

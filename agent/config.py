@@ -57,6 +57,7 @@ class CaptureConfig:
     promiscuous: bool = False
     bpf_filter: str = ""
     workers: int = field(default=1, metadata=_check(1, 64))  # PACKET_FANOUT_HASH handles per interface
+    worker_timeout_seconds: float = field(default=10.0, metadata=_check(0.5, 3600))  # a worker silent this long is failed (the agent stops)
 
 
 @dataclass(frozen=True)

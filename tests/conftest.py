@@ -76,12 +76,16 @@ SLOW = (
     "test_soak.py",
     "test_tshark.py",
     "capture/test_forked.py",
+    "test_privileges.py",
+    "test_workers.py",
 )
+SLOW_FIXTURES = {"veth", "corpus"}  # network namespaces, the 830-capture corpus
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     tests = ROOT / "tests"
     for item in items:
         path = Path(str(item.path))
-        if path.is_relative_to(tests) and path.relative_to(tests).as_posix().startswith(SLOW):
+        in_slow_file = path.is_relative_to(tests) and path.relative_to(tests).as_posix().startswith(SLOW)
+        if in_slow_file or SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)

@@ -58,7 +58,7 @@ def counts(samples: Samples, interface: str) -> dict[str, float]:
         "sampled_out": samples.get(("pktagent_packets_sampled_out_total", one), 0.0),
         "unsupported": samples.get(("pktagent_unsupported_link_packets_total", one), 0.0),
     }
-    for stage in ("kernel", "interface", "queue"):
+    for stage in ("kernel", "interface", "queue", "reopen"):
         out[f"dropped_{stage}"] = samples.get(("pktagent_packets_dropped_total", (("interface", interface), ("stage", stage))), 0.0)
     out["traffic_packets"] = sum(v for (n, ls), v in samples.items() if n == "pktagent_traffic_packets_total" and dict(ls).get("interface") == interface)
     out["traffic_bytes"] = sum(v for (n, ls), v in samples.items() if n == "pktagent_traffic_bytes_total" and dict(ls).get("interface") == interface)

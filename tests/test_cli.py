@@ -106,7 +106,7 @@ def test_replay_prints_json(capture: tuple[Known, Path]) -> None:
     iface = out["interfaces"]["mixed.pcap"]
     assert iface["packets_captured"] == iface["packets_processed"] == k.frames
     assert iface["packets_duplicate"] == iface["packets_sampled_out"] == iface["unsupported_link_packets"] == 0
-    assert iface["packets_dropped"] == {"kernel": 0, "interface": 0, "queue": 0}
+    assert iface["packets_dropped"] == {"kernel": 0, "interface": 0, "queue": 0, "reopen": 0}
     assert iface["traffic_packets"] == k.frames
     assert iface["traffic_bytes"] == k.wire_bytes
     assert {(c["network"], c["transport"], c["direction"]): c["packets"] for c in iface["traffic"]} == k.packets_by_cell()

@@ -86,7 +86,7 @@ def metrics(pipeline: Pipeline, captured: list[int], dropped: np.ndarray | None 
         interfaces=pipeline.interfaces,
         capture_up=np.ones(n, np.int64),
         captured=np.array(captured, np.int64),
-        dropped=dropped if dropped is not None else np.zeros((n, 3), np.int64),
+        dropped=dropped if dropped is not None else np.zeros((n, 4), np.int64),
         **fields,
     )
     text = exposition(snap).decode()

@@ -370,7 +370,7 @@ def exposition_of(p: Pipeline, fed: Sequence[int]) -> str:
         interfaces=p.interfaces,
         capture_up=np.ones(n, np.int64),
         captured=np.array(fed, np.int64),
-        dropped=np.zeros((n, 3), np.int64),
+        dropped=np.zeros((n, 4), np.int64),
         **p.snapshot_fields(),
     )
     return exposition(snap).decode()

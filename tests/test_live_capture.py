@@ -52,7 +52,7 @@ def assert_counts(samples: Samples, interface: str, k: Known) -> None:
     assert series(samples, "pktagent_packets_duplicate_total", **one) == {(): 0}
     assert series(samples, "pktagent_packets_sampled_out_total", **one) == {(): 0}
     assert series(samples, "pktagent_unsupported_link_packets_total", **one) == {(): 0}
-    assert series(samples, "pktagent_packets_dropped_total", **one) == {("kernel",): 0, ("interface",): 0, ("queue",): 0}
+    assert series(samples, "pktagent_packets_dropped_total", **one) == {("kernel",): 0, ("interface",): 0, ("queue",): 0, ("reopen",): 0}
     assert series(samples, "pktagent_capture_up", **one) == {(): 1}
     # Labels sorted by name: direction, network, transport.
     assert series(samples, "pktagent_traffic_packets_total", **one) == {(d, n, t): v for (n, t, d), v in k.packets_by_cell().items()}

@@ -9,12 +9,25 @@ import time
 import urllib.request
 from pathlib import Path
 
+import bcrypt
 import pcapgen as g
+import pytest
+from certs import make_pki
+from conftest import need_root, need_tool
+from known import L4, R4, START_US, Known
+from liveagent import live_agent
+from netns import VethPair, sh
+from pcapgen import ETH_IPV4, TCP, UDP, Capture, eth, ipv4, pad, tcp, udp
 from prometheus import free_port
 from prometheus_client.parser import text_string_to_metric_families
+from test_live_capture import assert_counts, send, wait_processed
+from waiting import until
 
 from agent.config import Config, DeviceEntry
+from agent.errors import ConfigError
 from agent.runtime.agent import Agent
+
+HASH = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(rounds=4)).decode()
 
 
 def capture(path: Path) -> Path:
@@ -89,3 +102,103 @@ def test_sighup_reloads_the_file_and_keeps_the_process(tmp_path: Path) -> None:
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(5) == 0
+
+
+# -- all or nothing -----------------------------------------------------------------------
+
+
+def test_a_rejected_reload_applies_nothing(tmp_path: Path) -> None:
+    """A filter libpcap refuses, sent with a new sampling rate: the filter is refused, and so is the rate."""
+    need_root()
+    cfg = Config().replace("capture", interfaces=("lo",)).replace("web", listen="127.0.0.1:0").replace(state_dir=str(tmp_path / "state"))
+    agent = Agent(cfg)  # captures on lo; nothing is sent to it
+    try:
+        with pytest.raises(ConfigError, match=r"bpf_filter: libpcap rejects 'not a filter \(\('"):
+            agent.reload(cfg.replace("capture", bpf_filter="not a filter ((").replace("pipeline", sampling_rate=0.5))
+        assert agent.pipeline.sampler.rate == 1.0
+        assert agent.config == cfg
+        assert agent.reload(cfg.replace("pipeline", sampling_rate=0.5)) == []  # the same rate alone is taken
+        assert agent.pipeline.sampler.rate == 0.5
+    finally:
+        agent.stop()
+
+
+def web_agent(tmp_path: Path, web_config: str) -> tuple[Agent, Config, Path]:
+    pcap = capture(tmp_path / "udp.pcap")
+    web_file = tmp_path / "web.yml"
+    web_file.write_text(web_config)
+    cfg = Config().replace("capture", pcap=(str(pcap),)).replace("web", listen="127.0.0.1:0", config_file=str(web_file))
+    return Agent(cfg.replace(state_dir=str(tmp_path / "state"))), cfg.replace(state_dir=str(tmp_path / "state")), web_file
+
+
+@pytest.mark.parametrize("emptied", ["{}\n", ""])
+def test_an_emptied_web_config_does_not_turn_basic_auth_off_on_reload(tmp_path: Path, emptied: str) -> None:
+    agent, cfg, web_file = web_agent(tmp_path, f"basic_auth_users:\n  prometheus: '{HASH}'\n")
+    try:
+        web_file.write_text(emptied)
+        with pytest.raises(ConfigError, match=r"no longer has basic_auth_users: serving without a password needs `basic_auth_users: \{\}` in it"):
+            agent.reload(cfg.replace("pipeline", sampling_rate=0.5))
+        assert set(agent.server.security.users) == {"prometheus"}
+        assert agent.pipeline.sampler.rate == 1.0  # nothing of the rejected reload
+        web_file.write_text("basic_auth_users: {}\n")  # said in so many words
+        assert agent.reload(cfg) == []
+        assert agent.server.security.users == {}
+    finally:
+        agent.stop()
+
+
+def test_an_emptied_web_config_does_not_turn_tls_off_on_reload(tmp_path: Path) -> None:
+    (tmp_path / "pki").mkdir()
+    pki = make_pki(tmp_path / "pki")
+    agent, cfg, web_file = web_agent(tmp_path, f"tls_server_config:\n  cert_file: {pki.server_cert}\n  key_file: {pki.server_key}\n")
+    try:
+        assert agent.server.security.tls is not None
+        web_file.write_text("{}\n")
+        with pytest.raises(ConfigError, match=r"no longer has tls_server_config: serving plain HTTP needs `tls_server_config: null` in it"):
+            agent.reload(cfg)
+        assert agent.server.security.tls is not None
+        web_file.write_text("tls_server_config: null\n")
+        agent.reload(cfg)
+        assert agent.server.security.tls is None
+    finally:
+        agent.stop()
+
+
+# -- a reloaded filter and a reopened capture ----------------------------------------------
+
+
+def udp_and_tcp() -> tuple[Capture, Known]:
+    """9 TCP and 8 UDP frames, then a last UDP one: the capture, and what a ``udp`` filter lets through."""
+    cap, kept = Capture(), Known(Capture())
+    for i in range(17):
+        proto, payload = (UDP, udp(5000 + i, 53, bytes(20))) if i % 3 == 0 or i > 13 else (TCP, tcp(6000 + i, 443))
+        frame = pad(eth(ETH_IPV4) + ipv4(proto, L4, R4, payload, ident=i))
+        cap.add(START_US + i * 10_000, frame)
+        if proto == UDP:
+            kept.add(frame, ("ipv4", "udp", "outbound"), UDP)
+    marker = pad(eth(ETH_IPV4) + ipv4(UDP, L4, R4, udp(7777, 53, b"last"), ident=99))
+    cap.add(START_US + 200_000, marker)
+    kept.add(marker, ("ipv4", "udp", "outbound"), UDP)
+    return cap, kept
+
+
+@pytest.mark.live
+def test_a_filter_set_by_sighup_stays_after_the_capture_is_reopened(veth: VethPair, tmp_path: Path) -> None:
+    need_tool("tcpreplay")
+    cap, kept = udp_and_tcp()
+    assert (cap.frames, kept.frames) == (18, 9)
+    path = cap.write(tmp_path / "mix.pcap")
+    conf = tmp_path / "pktagent.yml"
+    conf.write_text("pipeline: {batch_window_ms: 5}\n")
+    with live_agent(veth, tmp_path, "--config", str(conf)) as a:
+        conf.write_text("pipeline: {batch_window_ms: 5}\ncapture: {bpf_filter: udp}\n")
+        a.proc.send_signal(signal.SIGHUP)
+        until(lambda: "reloaded the config: capture.bpf_filter" in a.log.read_text(), "the reload")
+        sh("ip", "-n", veth.receiver, "link", "set", veth.rx, "down")
+        until(lambda: a.get("/health")[0] == 503, "the capture reported down")
+        sh("ip", "-n", veth.receiver, "link", "set", veth.rx, "up")
+        until(lambda: a.get("/health")[0] == 200, "the capture back")
+        send(veth, veth.tx, path, cap.frames)
+        samples = wait_processed(a, {veth.rx: kept.frames})
+        assert_counts(samples, veth.rx, kept)  # 9 captured, all UDP: the 9 TCP frames were filtered out
+        a.stop()

@@ -15,7 +15,7 @@ TCP, UDP, ICMP, ICMPV6, OTHER_TRANSPORT, NO_TRANSPORT = range(6)
 DIRECTIONS = ("inbound", "outbound", "internal", "external", "none")
 INBOUND, OUTBOUND, INTERNAL, EXTERNAL, NO_DIRECTION = range(5)
 
-DROP_STAGES = ("kernel", "interface", "queue")
+DROP_STAGES = ("kernel", "interface", "queue", "reopen")
 
 FLOW_END_REASONS = ("fin", "rst", "idle", "active_timeout", "evicted")
 END_FIN, END_RST, END_IDLE, END_ACTIVE, END_EVICTED = range(5)

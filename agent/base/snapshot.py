@@ -111,7 +111,7 @@ class Snapshot:
     duplicate: npt.NDArray[np.int64] = field(default_factory=lambda: _zeros(0))
     sampled_out: npt.NDArray[np.int64] = field(default_factory=lambda: _zeros(0))
     unsupported_link: npt.NDArray[np.int64] = field(default_factory=lambda: _zeros(0))
-    dropped: npt.NDArray[np.int64] = field(default_factory=lambda: _zeros(0, 3))  # kernel, interface, queue
+    dropped: npt.NDArray[np.int64] = field(default_factory=lambda: _zeros(0, 4))  # kernel, interface, queue, reopen
     decode_errors: npt.NDArray[np.int64] = field(default_factory=lambda: _zeros(0, 0))
     traffic_packets: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros((0, 4, 6, 5)))
     traffic_bytes: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros((0, 4, 6, 5)))

@@ -38,3 +38,22 @@ class Source(Protocol):
     def stats(self) -> CaptureStats: ...
 
     def close(self) -> None: ...
+
+
+def interface_packets(interface: str, sysfs: str = "/sys/class/net") -> tuple[int, int] | None:
+    """(ifindex, packets received + sent) from the interface's own counters; None when they cannot be read.
+
+    A capture handle sees both directions, so both count. The counters are the kernel's for
+    the interface, before any BPF filter.
+    """
+    base = f"{sysfs}/{interface}"
+    try:
+        with open(f"{base}/ifindex") as f:
+            index = int(f.read())
+        total = 0
+        for counter in ("rx_packets", "tx_packets"):
+            with open(f"{base}/statistics/{counter}") as f:
+                total += int(f.read())
+    except (OSError, ValueError):
+        return None
+    return index, total

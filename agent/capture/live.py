@@ -16,7 +16,7 @@ import numpy as np
 import pcapy
 
 from agent.base.batch import RawBatch
-from agent.capture import CaptureStats
+from agent.capture import CaptureStats, interface_packets
 from agent.capture._pcapy import ACTIVATE_ERRORS, PERMISSION_CODES, PcapError, columns
 from agent.errors import CaptureError, CapturePermissionError, ConfigError
 
@@ -67,6 +67,9 @@ class LiveSource:
             if not _is_up(interface):
                 # libpcap would open it and then see nothing: report it down until it comes up.
                 raise CaptureError(f"interface {interface} is down")
+        # The interface's packet counters before the handle exists: what it carries from now on is
+        # captured (or counted dropped); what it carried since an earlier handle closed was not.
+        self.carried_at_open = interface_packets(interface)
         try:
             handle = pcapy.create(interface)
             handle.set_snaplen(snaplen)

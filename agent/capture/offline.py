@@ -10,6 +10,8 @@ libpcap's complaint.
 from __future__ import annotations
 
 import logging
+import os
+import stat
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -31,6 +33,15 @@ SALVAGE_CHUNK = 4096
 
 def open_file(path: Path, bpf: str | None) -> pcapy.Reader:
     """Open a capture file with libpcap, turning its errors into ones that name the file."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as e:
+        raise CaptureError(f"cannot read capture file {path}: {e.strerror or e}") from None
+    if not stat.S_ISREG(mode):
+        # A file is opened more than once (libpcap, the map, the wire lengths, each pass of a loop):
+        # a FIFO would hang on its second open.
+        what = "a FIFO" if stat.S_ISFIFO(mode) else "a directory" if stat.S_ISDIR(mode) else "not a regular file"
+        raise CaptureError(f"{path} is {what}: give a capture file (`cat {path} > capture.pcap` saves a stream to one)")
     try:
         with open(path, "rb") as f:
             head = f.read(4)

@@ -94,7 +94,7 @@ CATALOGUE: tuple[Family, ...] = (
     _interface("pktagent_packets_captured_total", "Packets libpcap handed over.", "counter", "pktagent.packets.captured", "{packet}", lambda s: s.captured),
     Family(
         "pktagent_packets_dropped_total",
-        "Packets lost before processing, by stage: kernel and interface (libpcap's figures) or queue (agent full).",
+        "Packets lost before processing, by stage: kernel and interface (libpcap's figures), queue (agent full) or reopen (a failed capture closed).",
         "counter",
         "capture",
         "pktagent.packets.dropped",

@@ -70,7 +70,7 @@ _PSL_LOCK = threading.Lock()
 
 
 def load_suffixes() -> SuffixList:
-    """The list, read once per process (DomainMap starts this in the background)."""
+    """The list, read once per process (when the first DomainMap is built: before any fork, in no thread of its own)."""
     global _PSL
     with _PSL_LOCK:
         if _PSL is None:
@@ -100,8 +100,9 @@ class DomainMap:
         self._clock = 0
         self.evictions = 0
         self.hits = self.misses = 0
-        if _PSL is None:  # read the suffix list while capture starts, not when the first answer comes
-            threading.Thread(target=load_suffixes, name="suffix-list", daemon=True).start()
+        # Read the suffix list now, in this thread: a loading thread would hold _PSL_LOCK across the
+        # fork of the workers, and a worker forked then would wait for that lock for ever.
+        load_suffixes()
 
     def __len__(self) -> int:
         return self.max_entries - len(self._free)

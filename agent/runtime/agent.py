@@ -11,17 +11,18 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from agent import build_labels
 from agent import config as config_mod
 from agent.base.snapshot import Snapshot
 from agent.config import Config
-from agent.errors import PktagentError
+from agent.errors import CaptureError, ConfigError, PktagentError
 from agent.export.health import health
 from agent.runtime.engine import Engine
 from agent.runtime.pipeline import Pipeline
-from agent.runtime.sources import openers
+from agent.runtime.sources import open_live, openers
 
 log = logging.getLogger("pktagent")
 
@@ -66,6 +67,9 @@ class Agent:
         self.config = config
         self.build = build_labels()
         names, opener = openers(config, pace=True)
+        if not config.capture.pcap:
+            # A capture reopened after a fault opens with the config running then (a reloaded filter), not the first one.
+            opener = lambda i: open_live(self.config, names, i)  # noqa: E731
         self.pipeline = Pipeline(config, names, host_local=not config.capture.pcap)
         self.engine = Engine(
             self.pipeline,
@@ -84,6 +88,23 @@ class Agent:
             self.pool = WorkerPool(config, names, config.capture.workers)
         else:
             self.engine.open_all()
+        self._sync: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self.registry = CollectorRegistry()
+        self.registry.register(SnapshotCollector(self.snapshot))
+        ProcessCollector(registry=self.registry)  # process_* : CPU, memory, start time (restarts)
+        host, port = config_mod.listen_address(config.web.listen)
+        self.server = MetricsServer(host, port, self.registry, lambda: health(self.snapshot()), security=security)
+        if config.user:
+            import sqlite3  # noqa: F401 - imported while the interpreter's library is surely readable
+
+            import agent.naming.store  # noqa: F401
+            from agent.runtime.privileges import drop_to
+
+            # The captures are open and the port is bound: root is needed no longer. Before any
+            # thread (capabilities are per thread) and before the device database is opened, so
+            # that nothing in the state directory is ever opened or changed as root.
+            drop_to(config.user, config.state_dir)
         # The captures are open (a mistake there is the one error to report); now the device store.
         self.store_writer = open_store(config)
         if self.store_writer is not None:
@@ -92,13 +113,6 @@ class Agent:
             if self.pool is not None:
                 self.pool.adopt_devices(known)
             self.store_writer.registry = self.pipeline.registry
-        self._sync: threading.Thread | None = None
-        self._stopping = threading.Event()
-        self.registry = CollectorRegistry()
-        self.registry.register(SnapshotCollector(self.snapshot))
-        ProcessCollector(registry=self.registry)  # process_* : CPU, memory, start time (restarts)
-        host, port = config_mod.listen_address(config.web.listen)
-        self.server = MetricsServer(host, port, self.registry, lambda: health(self.snapshot()), security=security)
         self.otlp: Any = None
         self._otlp_counts: Any = None
         if otlp_enabled(config.otlp):
@@ -122,13 +136,11 @@ class Agent:
         )
 
     def start(self) -> None:
-        if self.config.user:
-            from agent.runtime.privileges import drop_to
-
-            drop_to(self.config.user, self.config.state_dir)  # before any thread: capabilities are per thread
+        if self.pool is not None:
+            # The workers first: no thread may run across a fork (a lock it holds stays held in the child).
+            self.pool.start(inherited=[self.server])
         self.server.start()
         if self.pool is not None:
-            self.pool.start()
             # Names one worker learns reach the others at every snapshot: take one every 2 s.
             self._sync = threading.Thread(target=self._sync_loop, name="workers-sync", daemon=True)
             self._sync.start()
@@ -157,29 +169,49 @@ class Agent:
         self.server.close()
 
     def reload(self, new: Config) -> list[str]:
-        """Apply what can change while running; returns the changed keys that need a restart."""
+        """Apply what can change while running; returns the changed keys that need a restart.
+
+        All or nothing: everything is checked (and a filter tried) before anything changes, so a
+        reload that raises leaves the agent exactly as it was.
+        """
         from agent.export import web
 
         keys = config_mod.differences(self.config, new)
         applied = [k for k in keys if k in Pipeline.RELOADABLE]
+        security = None
+        if new.web.config_file and new.web.config_file == self.config.web.config_file:
+            security = web.load(new.web.config_file)  # re-read: certificates rotate, users change
+            refuse_weaker(self.server.security, security, new.web.config_file)
+        if "capture.bpf_filter" in keys and self.pool is None and not new.capture.pcap:
+            self._set_filters(new.capture.bpf_filter)  # the last check that can fail: on failure every filter is put back
+            applied.append("capture.bpf_filter")
         if applied:
             self.pipeline.reconfigure(new, applied)
             if self.pool is not None:
                 self.pool.reconfigure(new, applied)
-        if new.web.config_file and new.web.config_file == self.config.web.config_file:
-            self.server.security = web.load(new.web.config_file)  # re-read: certificates rotate, users change
-        if "capture.bpf_filter" in keys and self.pool is None and not new.capture.pcap:
-            for source in self.engine.sources():
-                set_filter = getattr(source, "set_filter", None)
-                if set_filter is not None:
-                    set_filter(new.capture.bpf_filter)
-            applied.append("capture.bpf_filter")
+        if security is not None:
+            self.server.security = security
         later = [k for k in keys if k not in applied]
+        # A capture reopened from now on (after an interface fault) opens with what was applied.
         self.config = new if not later else _keep_running(self.config, new, applied)
         log.info("reloaded the config: %s", ", ".join(applied) or "nothing that changes while running")
         if later:
             log.warning("these changes need a restart to take effect: %s", ", ".join(later))
         return later
+
+    def _set_filters(self, bpf: str) -> None:
+        """``bpf`` on every open capture, or (when libpcap refuses it) on none."""
+        done = []
+        try:
+            for source in self.engine.sources():
+                set_filter = getattr(source, "set_filter", None)
+                if set_filter is not None:
+                    set_filter(bpf)
+                    done.append(set_filter)
+        except PktagentError:
+            for set_filter in done:
+                set_filter(self.config.capture.bpf_filter)
+            raise
 
     def serve(self, stop: threading.Event, reload: Callable[[], Config] | None = None, hup: threading.Event | None = None) -> None:
         """Run until ``stop`` is set (a signal) or the engine fails; when ``hup`` is set, apply ``reload()``."""
@@ -188,6 +220,8 @@ class Agent:
             while not stop.wait(0.2):
                 if self.engine.failure is not None:
                     raise self.engine.failure
+                if self.pool is not None and self.pool.failure is not None:
+                    raise CaptureError(self.pool.failure)
                 if hup is not None and hup.is_set() and reload is not None:
                     hup.clear()
                     try:
@@ -196,6 +230,21 @@ class Agent:
                         log.error("config not reloaded, the running one stays: %s", e)
         finally:
             self.stop()
+
+
+def refuse_weaker(old: Any, new: Any, path: str) -> None:
+    """A re-read web config may turn TLS or basic auth off only by saying so: an emptied or truncated file must not."""
+    import yaml
+
+    try:
+        said = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        said = {}
+    said = said if isinstance(said, dict) else {}
+    if old.tls is not None and new.tls is None and "tls_server_config" not in said:
+        raise ConfigError(f"{path} no longer has tls_server_config: serving plain HTTP needs `tls_server_config: null` in it (or a restart)")
+    if old.users and not new.users and "basic_auth_users" not in said:
+        raise ConfigError(f"{path} no longer has basic_auth_users: serving without a password needs `basic_auth_users: {{}}` in it (or a restart)")
 
 
 def _keep_running(old: Config, new: Config, applied: list[str]) -> Config:

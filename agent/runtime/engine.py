@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from agent.base.batch import Batch, RawBatch
+from agent.base.labels import DROP_STAGES
 from agent.base.snapshot import Snapshot
-from agent.capture import CaptureStats, Source
+from agent.capture import CaptureStats, Source, interface_packets
 from agent.errors import CaptureError
 from agent.runtime.pipeline import Pipeline
 
@@ -74,6 +75,15 @@ class BatchQueue:
             self._cond.notify_all()
             return item
 
+    def drain(self) -> list[object]:
+        """Take every queued item at once."""
+        with self._cond:
+            items = [item for item, _ in self._items]
+            self._items.clear()
+            self._packets = 0
+            self._cond.notify_all()
+            return items
+
     def close(self) -> None:
         with self._cond:
             self._closed = True
@@ -96,6 +106,9 @@ class CaptureState:
     bytes_read: int = 0  # of a capture file, near enough: the records' bytes and a 16-byte header each (replay's progress)
     first_batch_at: float = 0.0  # time.monotonic() of the first batch: a rate counts from there, not from start-up
     queue_dropped: int = 0
+    reopen_dropped: int = 0  # lost while a failed capture was closed: unread in its handle, or carried before the next opened
+    read_at_open: int = 0  # ``captured`` when the current handle was opened
+    carried_at_close: tuple[int, int] | None = None  # the interface's (ifindex, packets) when the failed handle closed
     pcap: CaptureStats = field(default_factory=CaptureStats)  # libpcap's figures of the current handle
     pcap_before: CaptureStats = field(default_factory=CaptureStats)  # summed over handles closed before it
     finished: bool = False
@@ -103,6 +116,15 @@ class CaptureState:
 
     def libpcap_totals(self) -> CaptureStats:
         return CaptureStats(*(a + b for a, b in zip(self.pcap, self.pcap_before)))
+
+
+def _carried_between(closed: tuple[int, int] | None, opened: tuple[int, int] | None) -> int:
+    """Packets the interface carried between a handle's close and the next one's open, from its counters."""
+    if opened is None:
+        return 0
+    if closed is None or closed[0] != opened[0] or opened[1] < closed[1]:
+        return opened[1]  # a new interface in the old one's place (or counters reset): all of its packets
+    return opened[1] - closed[1]
 
 
 class Engine:
@@ -122,6 +144,7 @@ class Engine:
         blocking: bool,
         retry: bool = True,
         sequential: bool = False,
+        interface_gaps: bool = True,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.pipeline = pipeline
@@ -130,6 +153,7 @@ class Engine:
         self.queue = BatchQueue(queue_capacity)
         self._blocking, self._retry, self._clock = blocking, retry, clock
         self._sequential = sequential  # one capture thread reads the sources in turn (a deterministic replay)
+        self._gaps = interface_gaps  # count what an interface carried while its capture was closed (one worker of several does)
         self.states = [CaptureState(name) for name in pipeline.interfaces]
         self._sources: list[Source | None] = [None] * len(self.states)
         self._stop = threading.Event()
@@ -249,8 +273,17 @@ class Engine:
         state = self.states[i]
         src = self._sources[i]
         log.warning("%s; retrying", message)
+        pcap = src.stats() if src is not None else state.pcap  # the handle's last figures, taken before it closes
+        live = src is not None and hasattr(src, "carried_at_open")
+        carried = interface_packets(state.name) if live and self._gaps else None
         with state.lock:
             state.up, state.error = False, message
+            state.pcap = pcap if any(pcap) else state.pcap
+            if live:
+                # Packets the kernel queued for the handle that were never read go with it.
+                unread = state.pcap.received - state.pcap.kernel_dropped - (state.captured - state.read_at_open)
+                state.reopen_dropped += max(0, unread)
+                state.carried_at_close = carried
             state.pcap_before = state.libpcap_totals()
             state.pcap = CaptureStats()
         self._sources[i] = None
@@ -268,13 +301,22 @@ class Engine:
                 state.error = str(e)
             return False
         log.warning("capture on %s is back", state.name)
+        opened = getattr(self._sources[i], "carried_at_open", None)
         with state.lock:
             state.up, state.error = True, ""
+            state.read_at_open = state.captured
+            state.reopen_dropped += _carried_between(state.carried_at_close, opened) if self._gaps else 0
+            state.carried_at_close = None
         return True
 
     def _process(self) -> None:
         try:
             while True:
+                if self._stop.is_set() and not self._blocking:
+                    # Stopping: the batch in hand was finished, the rest are not worked through (a full
+                    # queue of a DHCP flood took seconds): dropped at the queue, and counted there.
+                    self._drop_queued()
+                    break
                 item = self.queue.get(0.1, lambda: self.finished)
                 if item is None:
                     if self.finished or (self._stop.is_set() and not self._blocking):
@@ -290,6 +332,13 @@ class Engine:
             self.failure = e
             self.stop()
 
+    def _drop_queued(self) -> None:
+        for item in self.queue.drain():
+            assert isinstance(item, (RawBatch, Batch))
+            state = self.states[item.iface if isinstance(item, RawBatch) else item.raw.iface]
+            with state.lock:
+                state.queue_dropped += len(item)
+
     # -- reading --------------------------------------------------------------------------
 
     def snapshot(self, **build: str) -> Snapshot:
@@ -298,14 +347,14 @@ class Engine:
             fields = self.pipeline.snapshot_fields()
         n = len(self.states)
         captured = np.zeros(n, np.int64)
-        dropped = np.zeros((n, 3), np.int64)
+        dropped = np.zeros((n, len(DROP_STAGES)), np.int64)
         up = np.zeros(n, np.int64)
         errors = []
         for k, s in enumerate(self.states):
             with s.lock:
                 captured[k] = s.captured
                 totals = s.libpcap_totals()
-                dropped[k] = (totals.kernel_dropped, totals.interface_dropped, s.queue_dropped)
+                dropped[k] = (totals.kernel_dropped, totals.interface_dropped, s.queue_dropped, s.reopen_dropped)
                 up[k] = int(s.up)
                 errors.append(s.error)
         return Snapshot(

@@ -15,13 +15,17 @@ from __future__ import annotations
 import contextlib
 import logging
 import multiprocessing
+import multiprocessing.connection  # imported now, as root may be all that can read the interpreter's library
+import multiprocessing.popen_fork
 import os
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
+from agent.base.labels import DROP_STAGES
 from agent.base.snapshot import Snapshot, UsageSeries
 from agent.capture import Source
 from agent.config import Config
@@ -50,6 +54,11 @@ class WorkerPool:
         self._conns: list[Any] = []
         self._procs: list[Any] = []
         self._lock = threading.Lock()
+        self._inherited: list[Any] = []
+        self.timeout = config.capture.worker_timeout_seconds
+        self._failed: set[int] = set()
+        self.failure: str | None = None  # why a worker failed, once one has
+        self._last: Snapshot | None = None
         self.observations: list[tuple[Observations, int]] = []  # learned by the workers (and when), for the parent's store
         self._devices, self._domains = merged_usage(config, workers)
 
@@ -57,8 +66,10 @@ class WorkerPool:
         """Devices an earlier run learned, for every worker to start from (before ``start``)."""
         self._known = list(known_devices)
 
-    def start(self) -> None:
+    def start(self, inherited: Sequence[Any] = ()) -> None:
+        """Fork the workers (before any thread starts); ``inherited``: objects of the parent each worker closes."""
         ctx = multiprocessing.get_context("fork")
+        self._inherited = list(inherited)
         for w in range(self.n):
             parent, child = ctx.Pipe()
             proc = ctx.Process(target=self._worker, args=(w, child, parent), daemon=True, name=f"worker-{w}")
@@ -71,27 +82,42 @@ class WorkerPool:
                 src.close()  # the worker holds its own copy of each handle
 
     def snapshot(self) -> Snapshot:
-        """Every worker's snapshot, added up; learned names are passed on to the other workers on the way."""
+        """Every worker's snapshot, added up; learned names are passed on to the other workers on the way.
+
+        A worker that has died, or does not answer within ``capture.worker_timeout_seconds``, is
+        failed for good: ``failure`` says which, and every capture shows down (the agent then stops,
+        for its service manager to start it again).
+        """
         with self._lock:
-            for conn in self._conns:
-                conn.send(("snapshot",))
+            live = [w for w in range(self.n) if w not in self._failed]
+            for w in live:
+                self._ask(w, ("snapshot",))
             snaps: list[Snapshot] = []
+            answered: list[int] = []
             learned: list[tuple[int, Observations, int]] = []
-            for w, conn in enumerate(self._conns):
-                snap, obs, now = conn.recv()
-                snaps.append(snap)
-                learned.extend((w, o, now) for o in obs)
+            for w in live:
+                answer = self._answer(w)
+                if answer is not None:
+                    snap, obs, now = answer
+                    snaps.append(snap)
+                    answered.append(w)
+                    learned.extend((w, o, now) for o in obs)
             for source, obs, now in learned:
                 self.observations.append((obs, now))
-                for w, conn in enumerate(self._conns):
-                    if w != source:
-                        conn.send(("learn", obs, now))
+                for w in range(self.n):
+                    if w != source and w not in self._failed:
+                        self._ask(w, ("learn", obs, now))
+            if not snaps:
+                return self._down(self._last)
         total = snaps[0]
         for s in snaps[1:]:
             total = total.merge(s)
+        self._last = total
+        if self.failure is not None:
+            total = self._down(total)
         # Per-device and per-domain series: one budget for the agent, not one per worker.
         now = int(max(float(np.max(s.last_packet_seconds, initial=0.0)) for s in snaps) * 1e6)  # packet time, as the workers rank by
-        for w, s in enumerate(snaps):
+        for w, s in zip(answered, snaps):
             self._devices.update(w, ((u.name, u.values()) for u in s.device_series), now)
             self._domains.update(w, ((u.name, u.values()) for u in s.domain_series), now)
         return total.replace(
@@ -101,22 +127,70 @@ class WorkerPool:
             series_budget={"device": self._devices.top.budget, "domain": self._domains.top.budget},
         )
 
+    def _ask(self, w: int, message: tuple[Any, ...]) -> None:
+        try:
+            self._conns[w].send(message)
+        except OSError:
+            self._fail(w, "exited")
+
+    def _answer(self, w: int) -> Any:
+        conn = self._conns[w]
+        try:
+            if not conn.poll(self.timeout):
+                self._fail(w, f"has not answered for {self.timeout:g} s (hung or stopped)")
+                return None
+            return conn.recv()
+        except (EOFError, OSError):
+            self._fail(w, "exited")
+            return None
+
+    def _fail(self, w: int, what: str) -> None:
+        if w in self._failed:
+            return
+        proc = self._procs[w]
+        proc.join(0.1)
+        code = proc.exitcode
+        if code is not None:
+            what = f"exited ({f'signal {-code}' if code < 0 else f'status {code}'})"
+        message = f"capture worker {w + 1} of {self.n} {what}: stopping the agent, for its service manager to start it again"
+        log.error("%s", message)
+        self._failed.add(w)
+        if self.failure is None:
+            self.failure = message
+
+    def _down(self, snap: Snapshot | None) -> Snapshot:
+        """``snap`` (or an empty one) with every capture down and the failure as its error."""
+        n = len(self.interfaces)
+        if snap is None:
+            snap = Snapshot(interfaces=tuple(self.interfaces), captured=np.zeros(n, np.int64), dropped=np.zeros((n, len(DROP_STAGES)), np.int64))
+        return snap.replace(capture_up=np.zeros(n, np.int64), capture_errors=(self.failure or "",) * n)
+
     def reconfigure(self, config: Config, keys: Sequence[str]) -> None:
         with self._lock:
-            for conn in self._conns:
-                conn.send(("reload", config, list(keys)))
+            for w in range(self.n):
+                if w not in self._failed:
+                    self._ask(w, ("reload", config, list(keys)))
 
-    def close(self) -> None:
-        with self._lock:
-            for conn in self._conns:
+    def close(self, within: float = 1.5) -> None:
+        """Stop every worker: asked to, then killed if it has not stopped ``within`` seconds (a stopped or hung one never will)."""
+        deadline = time.monotonic() + within
+        # A scrape may be waiting for a hung worker with the lock held: then the workers are not asked, only killed.
+        locked = self._lock.acquire(timeout=within / 2)
+        try:
+            for conn in self._conns if locked else ():
                 with contextlib.suppress(OSError):
                     conn.send(("stop",))
             for proc in self._procs:
-                proc.join(3.0)
+                proc.join(max(0.0, deadline - time.monotonic()))
+            for proc in self._procs:
                 if proc.is_alive():
-                    proc.terminate()
+                    proc.kill()  # SIGKILL: SIGTERM waits for ever on a stopped process
+                    proc.join(1.0)
             for conn in self._conns:
                 conn.close()
+        finally:
+            if locked:
+                self._lock.release()
 
     # -- in a worker ----------------------------------------------------------------------
 
@@ -126,6 +200,16 @@ class WorkerPool:
         parent_end.close()
         for other in self._conns:
             other.close()
+        # Nor may a worker keep the other workers' packet sockets: a fanout group lives as long as
+        # any of its sockets, and one left on a deleted interface refuses the handles of the
+        # interface made again in its place (EINVAL), so the capture would never come back.
+        for v, sources in enumerate(self._sources):
+            if v != w:
+                for src in sources:
+                    src.close()
+        for obj in self._inherited:  # the parent's listening socket, and the like
+            with contextlib.suppress(OSError):
+                obj.close()
         pipeline = Pipeline(self.config, self.interfaces, self._known, host_local=True)  # workers capture live
         pending: list[Observations] = []
         last_now = [0]
@@ -150,6 +234,7 @@ class WorkerPool:
             window=self.config.pipeline.batch_window_ms / 1000,
             queue_capacity=self.config.pipeline.queue_capacity_packets,
             blocking=False,
+            interface_gaps=w == 0,  # the interface's counters are the whole interface's: one worker counts its gaps
         )
         engine.open_all()
         engine.start()
