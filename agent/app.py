@@ -143,7 +143,7 @@ class Agent:
         self.registry.register(SnapshotCollector(self.snapshot))
         ProcessCollector(registry=self.registry)  # process_* : CPU, memory, start time (restarts)
         host, port = config_mod.listen_address(config.web.listen)
-        self.server = MetricsServer(host, port, self.registry, lambda: health(self.snapshot()), security=security)
+        self.server = MetricsServer(host, port, self.registry, lambda: health(self.snapshot()), security=security, limits=config.web)
         self.otlp: Any = None
         self._otlp_counts: Any = None
         if otlp_enabled(config.otlp):
@@ -166,6 +166,7 @@ class Agent:
             extra["otlp_exports"] = self._otlp_counts.copy()
         if self.store_writer is not None:
             extra["store_writes"] = dict(self.store_writer.writes)
+        extra["http_rejected"] = self.server.rejected()
         return snap.replace(extra=extra)
 
     def start(self) -> None:
@@ -186,7 +187,14 @@ class Agent:
         if self.otlp is not None:
             self.otlp.start()
         host, _ = config_mod.listen_address(self.config.web.listen)
-        log.info("capturing on %s; serving %s://%s:%d/metrics", ", ".join(self.pipeline.interfaces), self.server.scheme, host, self.server.port)
+        log.info(
+            "capturing on %s; serving %s://%s:%d%s",
+            ", ".join(self.pipeline.interfaces),
+            self.server.scheme,
+            host,
+            self.server.port,
+            self.config.web.telemetry_path,
+        )
 
     def _sync_loop(self) -> None:
         while not self._stopping.wait(2.0):

@@ -200,7 +200,20 @@ def otlp(s: Snapshot) -> Iterator[Metric]:
         yield m
 
 
-FAMILIES: tuple[Family, ...] = (build_info, capture, decode_errors, traffic, processing, caches, flows, devices, otlp)
+def http(s: Snapshot) -> Iterator[Metric]:
+    rejected = s.extra.get("http_rejected")
+    if isinstance(rejected, dict):
+        m = CounterMetricFamily(
+            f"{NS}_http_rejected",
+            "Connections and requests the web server turned away or closed, by reason (a bound in the web config section).",
+            labels=["reason"],
+        )
+        for reason, v in sorted(rejected.items()):
+            m.add_metric([reason], v)
+        yield m
+
+
+FAMILIES: tuple[Family, ...] = (build_info, capture, decode_errors, traffic, processing, caches, flows, devices, otlp, http)
 
 
 class SnapshotCollector(Collector):
@@ -209,10 +222,17 @@ class SnapshotCollector(Collector):
     def __init__(self, source: Callable[[], Snapshot], families: Iterable[Family] = FAMILIES) -> None:
         self._source = source
         self._families = tuple(families)
-        self._errors: dict[str, int] = {f.__name__: 0 for f in self._families}
+        self._errors: dict[str, int] = {"snapshot": 0, **{f.__name__: 0 for f in self._families}}
 
     def collect(self) -> Iterator[Metric]:
-        snapshot = self._source()
+        try:
+            snapshot = self._source()
+        except Exception:
+            # No figures of ours this time; the error count and the other collectors still answer.
+            log.exception("taking the snapshot for a scrape failed")
+            self._errors["snapshot"] += 1
+            yield self._error_family()
+            return
         for family in self._families:
             try:
                 built = list(family(snapshot))
@@ -221,7 +241,10 @@ class SnapshotCollector(Collector):
                 self._errors[family.__name__] += 1
                 continue
             yield from built
+        yield self._error_family()
+
+    def _error_family(self) -> Metric:
         errors = CounterMetricFamily(f"{NS}_exporter_errors", "Scrapes in which one collector failed (the others still answered).", labels=["collector"])
         for name, v in self._errors.items():
             errors.add_metric([name], v)
-        yield errors
+        return errors

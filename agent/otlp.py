@@ -249,6 +249,14 @@ METRICS: tuple[Mapped, ...] = (
     Mapped(
         "pktagent_otlp_exports_total", "pktagent.otlp.exports", "{export}", "counter", ("pktagent.otlp.result",), _extra("otlp_exports", "pktagent.otlp.result")
     ),
+    Mapped(
+        "pktagent_http_rejected_total",
+        "pktagent.http.rejected",
+        "{request}",
+        "counter",
+        ("pktagent.http.reason",),
+        _extra("http_rejected", "pktagent.http.reason"),
+    ),
 )
 
 _ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64", "armv7l": "arm32", "armv6l": "arm32", "i686": "x86", "i386": "x86"}
