@@ -121,6 +121,7 @@ class WebConfig:
     config_file: str = ""  # exporter-toolkit web config (TLS, basic auth)
     telemetry_path: str = "/metrics"  # where the metrics are served (--web.telemetry-path)
     max_connections: int = field(default=64, metadata=_check(1, 65536))  # open at once; more are closed at once, counted
+    max_connections_per_address: int = field(default=16, metadata=_check(1, 65536))  # open at once from one client address
     read_timeout_seconds: float = field(default=10.0, metadata=_check(0.01, 3600))  # a TLS handshake, a request head each within it
     idle_timeout_seconds: float = field(default=60.0, metadata=_check(0.01, 86400))  # a kept-alive connection waits this long for a request
     write_timeout_seconds: float = field(default=10.0, metadata=_check(0.01, 3600))  # a client this slow to take a response is dropped

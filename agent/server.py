@@ -8,7 +8,8 @@ must carry valid basic-auth credentials: a wrong or missing one gets 401 and not
 Plain HTTP sent to a TLS port gets a short 400, as Go's servers answer.
 
 Bounds (``web.*`` config keys), each refusal counted in ``pktagent_http_rejected_total{reason}``:
-at most ``max_connections`` open (more are closed at once), a request head or TLS handshake
+at most ``max_connections`` open and ``max_connections_per_address`` from one client address
+(more are closed at once), a request head or TLS handshake
 within ``read_timeout_seconds``, a kept-alive connection idle at most ``idle_timeout_seconds``,
 a response taken within ``write_timeout_seconds``, and ``auth_queue`` requests waiting for
 bcrypt. When the process runs out of file descriptors, accepting backs off instead of spinning.
@@ -26,12 +27,12 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Metric
 from prometheus_client.exposition import choose_encoder
 
 from agent._exceptions import ConfigError
@@ -42,7 +43,7 @@ log = logging.getLogger("pktagent.server")
 
 PLAIN_TO_TLS = b"HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\nClient sent an HTTP request to an HTTPS server.\n"
 TOO_MANY = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 21\r\nConnection: close\r\n\r\ntoo many connections\n"
-REASONS = ("connection_limit", "accept_failed", "read_timeout", "idle_timeout", "write_timeout", "auth_queue_full")
+REASONS = ("connection_limit", "address_limit", "accept_failed", "read_timeout", "idle_timeout", "write_timeout", "auth_queue_full")
 ACCEPT_BACKOFF = 0.1  # out of file descriptors: wait this long before accepting again, never spin
 GZIP_LEVEL = 6  # Go's default, as promhttp uses: 29 KB of exposition -> about 3 KB
 DISCONNECTED = (ConnectionError, ssl.SSLError, TimeoutError)  # the client went away or stalled: one debug line
@@ -83,6 +84,7 @@ class _Server(ThreadingHTTPServer):
         super().server_activate()
         self.rejected = dict.fromkeys(REASONS, 0)
         self.open_connections = 0
+        self._by_address: dict[str, int] = {}
         self._count_lock = threading.Lock()
         self._stopping = threading.Event()
         self._accept_warned = 0.0
@@ -105,13 +107,20 @@ class _Server(ThreadingHTTPServer):
             raise
 
     def process_request(self, request: Any, client_address: Any) -> None:
+        address = client_address[0]
         with self._count_lock:
-            full = self.open_connections >= self.limits.max_connections
-            if full:
-                self.rejected["connection_limit"] += 1
+            held = self._by_address.get(address, 0)
+            if self.open_connections >= self.limits.max_connections:
+                refused = "connection_limit"
+            elif held >= self.limits.max_connections_per_address:
+                refused = "address_limit"  # one client cannot take every slot from the others
             else:
+                refused = ""
                 self.open_connections += 1
-        if not full:
+                self._by_address[address] = held + 1
+            if refused:
+                self.rejected[refused] += 1
+        if not refused:
             super().process_request(request, client_address)
             return
         if self.security.tls is None:
@@ -128,6 +137,11 @@ class _Server(ThreadingHTTPServer):
         finally:
             with self._count_lock:
                 self.open_connections -= 1
+                address = client_address[0]
+                if self._by_address[address] > 1:
+                    self._by_address[address] -= 1
+                else:
+                    del self._by_address[address]
 
     def finish_request(self, request: Any, client_address: Any) -> None:
         """Runs in the connection's thread: the TLS handshake happens here, not in the accepting thread."""
@@ -258,7 +272,7 @@ class _Handler(BaseHTTPRequestHandler):
         encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
         registry: Any = self.server.registry
         if "name[]" in params:
-            registry = registry.restricted_registry(params["name[]"])
+            registry = _Only(registry, params["name[]"])
         body = encoder(registry)
         extra = {"Vary": "Accept-Encoding"}
         if accepts_gzip(self.headers.get("Accept-Encoding", "")):
@@ -290,6 +304,21 @@ class _Handler(BaseHTTPRequestHandler):
         self.close_connection = True  # its body, if any, is not read
         if self._authorized():
             self._send(405, b"Method Not Allowed\n", "text/plain; charset=utf-8", {"Allow": "GET, HEAD", "Connection": "close"})
+
+
+class _Only:
+    """The samples named in ``name[]`` (as prometheus_client's server filters), of every collector, named or not."""
+
+    def __init__(self, registry: CollectorRegistry, names: list[str]) -> None:
+        self.registry, self.names = registry, set(names)
+
+    def collect(self) -> Iterator[Metric]:
+        for m in self.registry.collect():
+            samples = [s for s in m.samples if s.name in self.names]
+            if samples:
+                kept = Metric(m.name, m.documentation, m.type, m.unit)
+                kept.samples = samples
+                yield kept
 
 
 def accepts_gzip(accept_encoding: str) -> bool:

@@ -55,10 +55,11 @@ BCRYPT_MAX_BYTES = 72  # bcrypt reads no further; bcrypt >= 5 raises on longer i
 class AuthGate:
     """One bcrypt check at a time, at most ``size`` waiting: a storm of wrong passwords cannot starve good scrapes.
 
-    When the slot frees, the waiting request whose client address has failed least recently goes
-    next; when the queue is full, a newcomer with fewer failures takes the place of the worst one
-    waiting, which is turned away (``run`` returns None: the caller answers 429 at once). So a
-    scraper on another address than the attacker waits for at most the check in progress.
+    When the slot frees, the waiting request whose client address has failed least, then has
+    fewest requests in the queue, goes next; when the queue is full, a newcomer that ranks better
+    takes the place of the worst one waiting, which is turned away (``run`` returns None: the
+    caller answers 429 at once). So a scraper on another address than the attacker waits for at
+    most the check in progress and its own.
 
     >>> AuthGate(4).run("192.0.2.1", lambda: True)
     True
@@ -72,25 +73,28 @@ class AuthGate:
         self._busy = False
         self._waiting: list[_Waiter] = []
         self._failures: OrderedDict[str, int] = OrderedDict()
+        self._queued: dict[str, int] = {}  # requests waiting or being checked, by client address
         self._seq = 0
 
-    def _rank(self, w: _Waiter) -> tuple[int, int]:
-        return self._failures.get(w.source, 0), w.seq
+    def _rank(self, w: _Waiter) -> tuple[int, int, int]:
+        """Lower goes first: fewer recent failures, then fewer requests in the queue from the same address, then older."""
+        return self._failures.get(w.source, 0), self._queued.get(w.source, 0), w.seq
 
     def run(self, source: str, check: Callable[[], bool]) -> bool | None:
         """``check()``'s result once it is this request's turn, or None when the queue is full."""
         with self._cond:
+            self._queued[source] = self._queued.get(source, 0) + 1
             if self._busy or self._waiting:
                 self._seq += 1
                 me = _Waiter(source, self._seq)
                 if len(self._waiting) >= self.size:
                     worst = max(self._waiting, key=self._rank) if self._waiting else me
                     if worst is me or self._rank(worst) < self._rank(me):
-                        self.rejected += 1
+                        self._leave(source)
                         return None
                     self._waiting.remove(worst)
+                    self._leave(worst.source)
                     worst.state = "rejected"
-                    self.rejected += 1
                     self._cond.notify_all()
                 self._waiting.append(me)
                 while me.state == "waiting":
@@ -105,6 +109,9 @@ class AuthGate:
             with self._cond:
                 self.checks += 1
                 self._record(source, ok)
+                self._queued[source] -= 1
+                if not self._queued[source]:
+                    del self._queued[source]
                 if self._waiting:
                     nxt = min(self._waiting, key=self._rank)
                     self._waiting.remove(nxt)
@@ -113,6 +120,13 @@ class AuthGate:
                 else:
                     self._busy = False
         return ok
+
+    def _leave(self, source: str) -> None:
+        """A request turned away: counted, and no longer in its address's share of the queue."""
+        self.rejected += 1
+        self._queued[source] -= 1
+        if not self._queued[source]:
+            del self._queued[source]
 
     def _record(self, source: str, ok: bool) -> None:
         if ok:
