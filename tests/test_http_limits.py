@@ -16,7 +16,7 @@ from test_http_server import huge_registry
 from waiting import until
 
 from agent.config import WebConfig
-from agent.server import ACCEPT_BACKOFF, MetricsServer
+from agent.server import ACCEPT_BACKOFF, TOO_MANY, MetricsServer
 
 OK = (200, {"status": "ok"})
 
@@ -63,12 +63,29 @@ def test_connections_over_the_cap_are_refused_at_once_and_counted_exactly(socket
         idle = [connect(server.port, sockets) for _ in range(3)]
         until(lambda: server.open_connections == 3, "three connections held")
         refused = [read_all(connect(server.port, sockets)) for _ in range(5)]
-        assert refused == [b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 21\r\nConnection: close\r\n\r\ntoo many connections\n"] * 5
+        assert refused == [TOO_MANY] * 5
+        assert TOO_MANY.startswith(b"HTTP/1.1 503 Service Unavailable\r\n") and TOO_MANY.endswith(b"\r\n\r\ntoo many connections\n")
         assert server.rejected()["connection_limit"] == 5
         idle[0].close()
         until(lambda: server.open_connections == 2, "a held connection to be let go")
         assert health(server.port) == 200
         assert server.rejected() == {**dict.fromkeys(server.rejected(), 0), "connection_limit": 5}
+    finally:
+        server.close()
+
+
+def test_one_address_cannot_take_every_connection(sockets: list[socket.socket]) -> None:
+    server = serve(max_connections=10, max_connections_per_address=2, read_timeout_seconds=60)
+    try:
+        for _ in range(2):
+            connect(server.port, sockets)
+        until(lambda: server.open_connections == 2, "two connections held")
+        assert read_all(connect(server.port, sockets)) == TOO_MANY
+        other = socket.create_connection(("127.0.0.1", server.port), timeout=10, source_address=("127.0.0.2", 0))
+        sockets.append(other)
+        other.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert read_all(other).startswith(b"HTTP/1.1 200 OK\r\n")
+        assert (server.rejected()["address_limit"], server.rejected()["connection_limit"]) == (1, 0)
     finally:
         server.close()
 
@@ -118,7 +135,7 @@ from prometheus_client import CollectorRegistry
 from agent.config import WebConfig
 from agent.server import MetricsServer
 resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
-s = MetricsServer("127.0.0.1", 0, CollectorRegistry(), lambda: (200, {}), limits=WebConfig(max_connections=1000, read_timeout_seconds=120))
+s = MetricsServer("127.0.0.1", 0, CollectorRegistry(), lambda: (200, {}), limits=WebConfig(max_connections=1000, max_connections_per_address=1000, read_timeout_seconds=120))
 s.start()
 print(s.port, flush=True)
 for line in sys.stdin:
