@@ -135,7 +135,8 @@ from prometheus_client import CollectorRegistry
 from agent.config import WebConfig
 from agent.server import MetricsServer
 resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
-s = MetricsServer("127.0.0.1", 0, CollectorRegistry(), lambda: (200, {}), limits=WebConfig(max_connections=1000, max_connections_per_address=1000, read_timeout_seconds=120))
+s = MetricsServer("127.0.0.1", 0, CollectorRegistry(), lambda: (200, {}), limits=WebConfig(
+    max_connections=1000, max_connections_per_address=1000, read_timeout_seconds=120))
 s.start()
 print(s.port, flush=True)
 for line in sys.stdin:
