@@ -120,6 +120,13 @@ class OtlpConfig:
 class WebConfig:
     listen: str = f"0.0.0.0:{DEFAULT_PORT}"
     config_file: str = ""  # exporter-toolkit web config (TLS, basic auth)
+    telemetry_path: str = "/metrics"  # where the metrics are served (--web.telemetry-path)
+    max_connections: int = field(default=64, metadata=_check(1, 65536))  # open at once; more are closed at once, counted
+    max_connections_per_address: int = field(default=16, metadata=_check(1, 65536))  # open at once from one client address
+    read_timeout_seconds: float = field(default=10.0, metadata=_check(0.01, 3600))  # a TLS handshake, a request head each within it
+    idle_timeout_seconds: float = field(default=60.0, metadata=_check(0.01, 86400))  # a kept-alive connection waits this long for a request
+    write_timeout_seconds: float = field(default=10.0, metadata=_check(0.01, 3600))  # a client this slow to take a response is dropped
+    auth_queue: int = field(default=4, metadata=_check(0, 1024))  # requests waiting for a bcrypt check; more get 429 at once
 
 
 @dataclass(frozen=True)
@@ -147,6 +154,7 @@ class Config:
             except ValueError:
                 raise ConfigError(f"config key local_networks[{i}]: {net!r} is not a network such as 192.168.0.0/16 or fd00::/8") from None
         listen_address(self.web.listen)
+        telemetry_path(self.web.telemetry_path)
         names = set()
         for i, dev in enumerate(self.devices.inventory):
             where = f"devices.inventory[{i}]"
@@ -221,6 +229,13 @@ def listen_address(value: str, key: str = "config key web.listen") -> tuple[str,
     if not m or not 0 <= int(m["port"]) < 65536:  # 0: any free port
         raise ConfigError(f"{key}: {value!r} is not HOST:PORT (for example 0.0.0.0:{DEFAULT_PORT} or [::]:{DEFAULT_PORT})")
     return (m["v6"] or m["host"] or "0.0.0.0"), int(m["port"])
+
+
+def telemetry_path(value: str, key: str = "config key web.telemetry_path") -> str:
+    """A path of its own for the metrics: absolute, and not the landing page's or /health's."""
+    if not value.startswith("/") or value in ("/", "/health") or any(c in value for c in "?#") or any(c.isspace() for c in value):
+        raise ConfigError(f"{key}: {value!r} must be a path such as /metrics (starting with /, not / or /health, no ?, # or spaces)")
+    return value
 
 
 # -- building from YAML -------------------------------------------------------------------

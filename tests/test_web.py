@@ -141,6 +141,7 @@ def test_wrong_passwords_are_checked_one_at_a_time(monkeypatch: pytest.MonkeyPat
     import time
 
     sec = web.from_mapping({"basic_auth_users": {"u": HASH}})
+    sec.gate = web.AuthGate(8)  # room for all eight: here every one is checked
     running, most, lock = [0], [0], threading.Lock()
     real = bcrypt.checkpw
 

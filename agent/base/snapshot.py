@@ -137,6 +137,7 @@ class Snapshot:
     workers: int = 1  # processes whose figures these are
     store_writes: dict[str, int] | None = None  # by result; None: no device database
     otlp_exports: dict[str, int] | None = None  # by result; None: OTLP export off
+    http_rejected: dict[str, int] | None = None  # by reason; None: no web server (replay)
 
     def replace(self, **changes: object) -> Snapshot:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]

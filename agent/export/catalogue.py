@@ -385,6 +385,18 @@ CATALOGUE: tuple[Family, ...] = (
         ("pktagent.otlp.result",),
         counts(lambda s: s.otlp_exports),
     ),
+    Family(
+        "pktagent_http_rejected_total",
+        "Connections and requests the web server turned away or closed, by reason (a bound in the web config section).",
+        "counter",
+        "http",
+        "pktagent.http.rejected",
+        "{request}",
+        "counter",
+        ("reason",),
+        ("pktagent.http.reason",),
+        counts(lambda s: s.http_rejected),
+    ),
     # Written by the /metrics collector itself, about its own parts: nothing to read from a snapshot.
     Family(
         "pktagent_exporter_errors_total",

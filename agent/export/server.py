@@ -1,40 +1,75 @@
-"""The HTTP endpoint: ``/metrics`` (Prometheus exposition), ``/health`` (JSON) and a landing page at ``/``.
+"""The HTTP endpoint: metrics at ``web.telemetry_path`` (Prometheus exposition), ``/health`` (JSON) and a landing page at ``/``.
 
-Any other path is 404. With a web config (``agent.web``) every connection is TLS — the
-handshake runs in the connection's own thread, so a slow client never holds up the others —
-and every request must carry valid basic-auth credentials: a wrong or missing one gets 401
-and nothing else. Plain HTTP sent to a TLS port gets a short 400, as Go's servers answer.
-Scrapes only read snapshots, so a scrape storm costs the pipeline nothing but snapshot copies.
+HTTP/1.1 with keep-alive; metrics gzip-compressed when the scraper accepts it, and filtered by
+``name[]`` as prometheus_client's own server does. Any other path is 404, any method but GET and
+HEAD 405. With a web config (``agent.web``) every connection is TLS — the handshake runs in
+the connection's own thread, so a slow client never holds up the others — and every request
+must carry valid basic-auth credentials: a wrong or missing one gets 401 and nothing else.
+Plain HTTP sent to a TLS port gets a short 400, as Go's servers answer.
+
+Bounds (``web.*`` config keys), each refusal counted in ``pktagent_http_rejected_total{reason}``:
+at most ``max_connections`` open and ``max_connections_per_address`` from one client address
+(more are closed at once), a request head or TLS handshake
+within ``read_timeout_seconds``, a kept-alive connection idle at most ``idle_timeout_seconds``,
+a response taken within ``write_timeout_seconds``, and ``auth_queue`` requests waiting for
+bcrypt. When the process runs out of file descriptors, accepting backs off instead of spinning.
 """
 
 from __future__ import annotations
 
+import errno
+import gzip
+import html
+import io
 import json
 import logging
 import socket
 import ssl
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Metric
 from prometheus_client.exposition import choose_encoder
 
+from agent.config import WebConfig
 from agent.errors import ConfigError
 from agent.export.web import WebSecurity
 
 log = logging.getLogger("pktagent.server")
 
-LANDING = b"""<!doctype html>
-<html><head><meta charset="utf-8"><title>pktagent</title></head>
-<body><h1>pktagent</h1><p>Network traffic exporter.</p>
-<ul><li><a href="metrics">Metrics</a></li><li><a href="health">Health</a></li></ul>
-</body></html>
-"""
 PLAIN_TO_TLS = b"HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\nClient sent an HTTP request to an HTTPS server.\n"
-HANDSHAKE_TIMEOUT = 10.0
+TOO_MANY = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 21\r\nConnection: close\r\n\r\ntoo many connections\n"
+REASONS = ("connection_limit", "address_limit", "accept_failed", "read_timeout", "idle_timeout", "write_timeout", "auth_queue_full")
+ACCEPT_BACKOFF = 0.1  # out of file descriptors: wait this long before accepting again, never spin
+GZIP_LEVEL = 6  # Go's default, as promhttp uses: 29 KB of exposition -> about 3 KB
+DISCONNECTED = (ConnectionError, ssl.SSLError, TimeoutError)  # the client went away or stalled: one debug line
+
+
+class _DeadlineReader(io.RawIOBase):
+    """Reads the socket until a deadline for the whole read, not per recv: a client trickling a byte at a time still times out."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.deadline = float("inf")
+        self.timed_out = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        remaining = self.deadline - time.monotonic()
+        try:
+            if remaining <= 0:
+                raise TimeoutError("deadline passed")
+            self.sock.settimeout(remaining)
+            return self.sock.recv_into(buffer)
+        except TimeoutError:
+            self.timed_out = True
+            raise
 
 
 class _Server(ThreadingHTTPServer):
@@ -43,65 +78,272 @@ class _Server(ThreadingHTTPServer):
     registry: CollectorRegistry
     health: Callable[[], tuple[int, dict[str, Any]]]
     security: WebSecurity
+    limits: WebConfig
+
+    def server_activate(self) -> None:
+        super().server_activate()
+        self.rejected = dict.fromkeys(REASONS, 0)
+        self.open_connections = 0
+        self._by_address: dict[str, int] = {}
+        self._count_lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._accept_warned = 0.0
+
+    def count(self, reason: str) -> None:
+        with self._count_lock:
+            self.rejected[reason] += 1
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        try:
+            return super().get_request()
+        except OSError as e:
+            if e.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                # The connection stays in the backlog and the socket readable: without a pause the loop spins.
+                self.count("accept_failed")
+                if time.monotonic() - self._accept_warned > 60:
+                    self._accept_warned = time.monotonic()
+                    log.warning('cannot accept connections: %s (pausing; see pktagent_http_rejected_total{reason="accept_failed"})', e.strerror)
+                self._stopping.wait(ACCEPT_BACKOFF)
+            raise
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        address = client_address[0]
+        with self._count_lock:
+            held = self._by_address.get(address, 0)
+            if self.open_connections >= self.limits.max_connections:
+                refused = "connection_limit"
+            elif held >= self.limits.max_connections_per_address:
+                refused = "address_limit"  # one client cannot take every slot from the others
+            else:
+                refused = ""
+                self.open_connections += 1
+                self._by_address[address] = held + 1
+            if refused:
+                self.rejected[refused] += 1
+        if not refused:
+            super().process_request(request, client_address)
+            return
+        if self.security.tls is None:
+            try:  # best effort, never blocking: this is the accepting thread
+                request.setblocking(False)
+                request.send(TOO_MANY)
+            except OSError:
+                pass
+        self.shutdown_request(request)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)  # type: ignore[misc]
+        finally:
+            with self._count_lock:
+                self.open_connections -= 1
+                address = client_address[0]
+                if self._by_address[address] > 1:
+                    self._by_address[address] -= 1
+                else:
+                    del self._by_address[address]
 
     def finish_request(self, request: Any, client_address: Any) -> None:
         """Runs in the connection's thread: the TLS handshake happens here, not in the accepting thread."""
         tls = self.security.tls
-        if tls is not None:
-            request.settimeout(HANDSHAKE_TIMEOUT)
-            try:
-                first = request.recv(1, socket.MSG_PEEK)
-                if first and first != b"\x16":  # not a TLS handshake record: someone speaks plain HTTP
-                    request.sendall(PLAIN_TO_TLS)
-                    return
-                request = tls.wrap_socket(request, server_side=True)
-            except (ssl.SSLError, OSError) as e:
-                log.debug("TLS handshake with %s failed: %s", client_address[0], e)
-                return
-            request.settimeout(None)
-            try:
-                super().finish_request(request, client_address)
-            finally:
-                request.close()  # the TLS wrapper took over the socket the server would close
+        if tls is None:
+            super().finish_request(request, client_address)
             return
-        super().finish_request(request, client_address)
+        request.settimeout(self.limits.read_timeout_seconds)
+        try:
+            first = request.recv(1, socket.MSG_PEEK)
+            if first and first != b"\x16":  # not a TLS handshake record: someone speaks plain HTTP
+                request.sendall(PLAIN_TO_TLS)
+                return
+            request = tls.wrap_socket(request, server_side=True)
+        except TimeoutError:
+            self.count("read_timeout")
+            log.debug("TLS handshake with %s timed out", client_address[0])
+            return
+        except (ssl.SSLError, OSError) as e:
+            log.debug("TLS handshake with %s failed: %s", client_address[0], e)
+            return
+        try:
+            super().finish_request(request, client_address)
+        finally:
+            request.close()  # the TLS wrapper took over the socket the server would close
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        log.exception("error serving %s", client_address[0] if client_address else "a client")
+
+    def shutdown(self) -> None:
+        self._stopping.set()
+        super().shutdown()
 
 
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
-    server_version = "pktagent"
-    sys_version = ""
+    protocol_version = "HTTP/1.1"
+
+    def version_string(self) -> str:
+        return "pktagent"  # the stdlib's default adds " Python/3.x": a trailing space when emptied
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
         log.debug("%s %s", self.address_string(), format % args)
 
-    def _send(self, status: int, body: bytes, content_type: str, extra: dict[str, str] | None = None) -> None:
+    def setup(self) -> None:
+        super().setup()
+        self._reader = _DeadlineReader(self.connection)
+        self.rfile = io.BufferedReader(self._reader)  # type: ignore[assignment]
+        self._requests = 0
+        self._reader.deadline = time.monotonic() + self.server.limits.read_timeout_seconds
+
+    def handle(self) -> None:
+        try:
+            super().handle()
+        except DISCONNECTED as e:
+            log.debug("%s went away mid-response: %s", self.client_address[0], e or type(e).__name__)
+
+    def handle_one_request(self) -> None:
+        limits = self.server.limits
+        if self._requests:  # between two requests on a kept-alive connection: the idle timeout
+            self._reader.deadline = time.monotonic() + limits.idle_timeout_seconds
+        try:
+            if not self.rfile.peek(1):  # type: ignore[attr-defined]
+                self.close_connection = True
+                return
+        except TimeoutError:
+            self.server.count("idle_timeout" if self._requests else "read_timeout")
+            self.close_connection = True
+            return
+        if self._requests:
+            self._reader.deadline = time.monotonic() + limits.read_timeout_seconds
+        self._requests += 1
+        super().handle_one_request()  # a timeout in it closes the connection, with one debug line
+        if self._reader.timed_out:
+            self.server.count("read_timeout")
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """Errors the stdlib raises itself (a bad request line, headers too long) as plain text, never HTML."""
+        self.close_connection = True
+        phrase = message or self.responses.get(code, ("Error",))[0]
+        self._send(code, f"{code} {phrase}\n".encode(), "text/plain; charset=utf-8", {"Connection": "close"}, secured=False)
+
+    def _send(self, status: int, body: bytes, content_type: str, extra: dict[str, str] | None = None, *, secured: bool = True) -> None:
+        self.connection.settimeout(self.server.limits.write_timeout_seconds)
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
-        for k, v in {**self.server.security.headers, **(extra or {})}.items():
+        headers = {**self.server.security.headers, **(extra or {})} if secured else dict(extra or {})
+        for k, v in headers.items():
             self.send_header(k, v)
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
+        try:
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+        except TimeoutError:
+            self.server.count("write_timeout")
+            raise
+
+    def _authorized(self) -> bool:
+        if self.headers.get("Content-Length", "0") not in ("", "0") or "Transfer-Encoding" in self.headers:
+            self.close_connection = True  # a body we do not read must not be taken for the next request
+        ok = self.server.security.check(self.headers.get("Authorization"), self.client_address[0])
+        if ok is None:
+            self.server.count("auth_queue_full")
+            self._send(429, b"Too many authentication attempts; retry later.\n", "text/plain; charset=utf-8", {"Retry-After": "1"})
+            return False
+        if not ok:
+            self._send(401, b"Unauthorized\n", "text/plain; charset=utf-8", {"WWW-Authenticate": 'Basic realm="pktagent"'})
+        return ok
 
     def do_GET(self) -> None:
-        if not self.server.security.check(self.headers.get("Authorization")):
-            self._send(401, b"Unauthorized\n", "text/plain; charset=utf-8", {"WWW-Authenticate": 'Basic realm="pktagent"'})
+        if not self._authorized():
             return
-        path = urlsplit(self.path).path
-        if path == "/metrics":
-            encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
-            self._send(200, encoder(self.server.registry), content_type)
-        elif path == "/health":
+        url = urlsplit(self.path)
+        if url.path == self.server.limits.telemetry_path:
+            self._metrics(parse_qs(url.query))
+        elif url.path == "/health":
             status, body = self.server.health()
             self._send(status, json.dumps(body, indent=2).encode() + b"\n", "application/json")
-        elif path == "/":
-            self._send(200, LANDING, "text/html; charset=utf-8")
+        elif url.path == "/":
+            self._send(200, self._landing(), "text/html; charset=utf-8")
         else:
             self._send(404, b"404 page not found\n", "text/plain; charset=utf-8")
 
     do_HEAD = do_GET  # noqa: N815 - the stdlib's name
+
+    def _metrics(self, params: dict[str, list[str]]) -> None:
+        encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
+        registry: Any = self.server.registry
+        if "name[]" in params:
+            registry = _Only(registry, params["name[]"])
+        body = encoder(registry)
+        extra = {"Vary": "Accept-Encoding"}
+        if accepts_gzip(self.headers.get("Accept-Encoding", "")):
+            body = gzip.compress(body, GZIP_LEVEL)
+            extra["Content-Encoding"] = "gzip"
+        self._send(200, body, content_type, extra)
+
+    def _landing(self) -> bytes:
+        _, health = self.server.health()
+        metrics = html.escape(self.server.limits.telemetry_path.lstrip("/"))
+        rows = "".join(
+            f"<tr><td>{html.escape(str(c['interface']))}</td><td>{'up' if c['up'] else 'down'}</td>"
+            f"<td>{int(c['packets_captured'])}</td><td>{html.escape(str(c.get('error') or ''))}</td></tr>"
+            for c in health.get("captures", [])
+        )
+        return (
+            '<!doctype html>\n<html><head><meta charset="utf-8"><title>pktagent</title></head>\n'
+            f"<body><h1>pktagent</h1><p>Network traffic exporter, version {html.escape(str(health.get('version', '')))}.</p>\n"
+            f"<table><tr><th>Capture</th><th>State</th><th>Packets captured</th><th>Error</th></tr>{rows}</table>\n"
+            f'<ul><li><a href="{metrics}">Metrics</a></li><li><a href="health">Health</a></li></ul>\n</body></html>\n'
+        ).encode()
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("do_"):  # any other method: 405, once the credentials pass
+            return self._not_allowed
+        raise AttributeError(name)
+
+    def _not_allowed(self) -> None:
+        self.close_connection = True  # its body, if any, is not read
+        if self._authorized():
+            self._send(405, b"Method Not Allowed\n", "text/plain; charset=utf-8", {"Allow": "GET, HEAD", "Connection": "close"})
+
+
+class _Only:
+    """The samples named in ``name[]`` (as prometheus_client's server filters), of every collector, named or not."""
+
+    def __init__(self, registry: CollectorRegistry, names: list[str]) -> None:
+        self.registry, self.names = registry, set(names)
+
+    def collect(self) -> Iterator[Metric]:
+        for m in self.registry.collect():
+            samples = [s for s in m.samples if s.name in self.names]
+            if samples:
+                kept = Metric(m.name, m.documentation, m.type, m.unit)
+                kept.samples = samples
+                yield kept
+
+
+def accepts_gzip(accept_encoding: str) -> bool:
+    """Whether an Accept-Encoding header accepts gzip (``gzip``, ``gzip;q=0.5``, ``*``; not ``gzip;q=0``)."""
+    for item in accept_encoding.split(","):
+        coding, _, params = item.strip().partition(";")
+        if coding.strip().lower() in ("gzip", "*"):
+            q = params.strip().lower()
+            if q.startswith("q="):
+                try:
+                    return float(q[2:]) > 0
+                except ValueError:
+                    return False
+            return True
+    return False
+
+
+def address_family(host: str, port: int) -> socket.AddressFamily:
+    """The family of the address ``host`` names (a name is resolved, as the bind will), IPv4 first."""
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as e:
+        raise ConfigError(f"web.listen: cannot listen on {host}:{port}: {e.strerror}") from None
+    families = [info[0] for info in infos]
+    return socket.AF_INET if socket.AF_INET in families else families[0]
 
 
 class MetricsServer:
@@ -121,15 +363,22 @@ class MetricsServer:
         health: Callable[[], tuple[int, dict[str, Any]]],
         *,
         security: WebSecurity | None = None,
+        limits: WebConfig | None = None,
     ) -> None:
-        server_class = type("Server", (_Server,), {"address_family": socket.AF_INET6 if ":" in host else socket.AF_INET})
+        server_class = type("Server", (_Server,), {"address_family": address_family(host, port)})
         try:
-            self._httpd: _Server = server_class((host, port), _Handler)
+            self._httpd: _Server = server_class((host, port), _Handler, bind_and_activate=False)
+            self._httpd.limits = limits or WebConfig()
+            self._httpd.server_bind()
+            self._httpd.server_activate()
         except OSError as e:
+            self._httpd.server_close()
             raise ConfigError(f"web.listen: cannot listen on {host}:{port}: {e.strerror or e}") from None
         self._httpd.registry = registry
         self._httpd.health = health
-        self._httpd.security = security or WebSecurity()
+        self._gate_size = self._httpd.limits.auth_queue
+        self._httpd.security = WebSecurity()
+        self.security = security or WebSecurity()
         self.port = self._httpd.server_address[1]
         self.scheme = "https" if self._httpd.security.tls else "http"
         self._thread: threading.Thread | None = None
@@ -141,7 +390,22 @@ class MetricsServer:
     @security.setter
     def security(self, value: WebSecurity) -> None:
         """A new web config (reload) takes effect from the next connection on, TLS and users alike."""
+        old = self._httpd.security
+        value.adopt(old)
+        if value.gate.size != self._gate_size:
+            from agent.export.web import AuthGate
+
+            value.gate = AuthGate(self._gate_size)
         self._httpd.security = value
+
+    def rejected(self) -> dict[str, int]:
+        """Refusals so far by reason (``pktagent_http_rejected_total``)."""
+        with self._httpd._count_lock:
+            return dict(self._httpd.rejected)
+
+    @property
+    def open_connections(self) -> int:
+        return self._httpd.open_connections
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.2}, name="http", daemon=True)

@@ -20,9 +20,12 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import os
+import re
 import ssl
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,8 +45,104 @@ TLS_VERSIONS = {
 }
 TLS_KEYS = {"cert_file", "key_file", "client_auth_type", "client_ca_file", "min_version", "max_version"}
 NOT_SUPPORTED = {"cipher_suites", "curve_preferences", "prefer_server_cipher_suites", "client_allowed_sans", "cert", "key", "client_ca"}
+_BCRYPT = re.compile(r"^\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}$")
 HASH_HINT = "create one with: python3 -c 'import bcrypt, getpass; print(bcrypt.hashpw(getpass.getpass().encode(), bcrypt.gensalt()).decode())'"
 AUTH_CACHE = 256  # verified (user, password) pairs remembered, so scrapes do not pay bcrypt every time
+SOURCES_TRACKED = 1024  # client addresses whose recent failures are remembered, to order the bcrypt queue
+BCRYPT_MAX_BYTES = 72  # bcrypt reads no further; bcrypt >= 5 raises on longer input instead of ignoring the rest
+
+
+class AuthGate:
+    """One bcrypt check at a time, at most ``size`` waiting: a storm of wrong passwords cannot starve good scrapes.
+
+    When the slot frees, the waiting request whose client address has failed least, then has
+    fewest requests in the queue, goes next; when the queue is full, a newcomer that ranks better
+    takes the place of the worst one waiting, which is turned away (``run`` returns None: the
+    caller answers 429 at once). So a scraper on another address than the attacker waits for at
+    most the check in progress and its own.
+
+    >>> AuthGate(4).run("192.0.2.1", lambda: True)
+    True
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.rejected = 0  # requests turned away because the queue was full
+        self.checks = 0  # bcrypt checks done
+        self._cond = threading.Condition()
+        self._busy = False
+        self._waiting: list[_Waiter] = []
+        self._failures: OrderedDict[str, int] = OrderedDict()
+        self._queued: dict[str, int] = {}  # requests waiting or being checked, by client address
+        self._seq = 0
+
+    def _rank(self, w: _Waiter) -> tuple[int, int, int]:
+        """Lower goes first: fewer recent failures, then fewer requests in the queue from the same address, then older."""
+        return self._failures.get(w.source, 0), self._queued.get(w.source, 0), w.seq
+
+    def run(self, source: str, check: Callable[[], bool]) -> bool | None:
+        """``check()``'s result once it is this request's turn, or None when the queue is full."""
+        with self._cond:
+            self._queued[source] = self._queued.get(source, 0) + 1
+            if self._busy or self._waiting:
+                self._seq += 1
+                me = _Waiter(source, self._seq)
+                if len(self._waiting) >= self.size:
+                    worst = max(self._waiting, key=self._rank) if self._waiting else me
+                    if worst is me or self._rank(worst) < self._rank(me):
+                        self._leave(source)
+                        return None
+                    self._waiting.remove(worst)
+                    self._leave(worst.source)
+                    worst.state = "rejected"
+                    self._cond.notify_all()
+                self._waiting.append(me)
+                while me.state == "waiting":
+                    self._cond.wait()
+                if me.state == "rejected":
+                    return None
+            self._busy = True
+        ok = False
+        try:
+            ok = check()
+        finally:
+            with self._cond:
+                self.checks += 1
+                self._record(source, ok)
+                self._queued[source] -= 1
+                if not self._queued[source]:
+                    del self._queued[source]
+                if self._waiting:
+                    nxt = min(self._waiting, key=self._rank)
+                    self._waiting.remove(nxt)
+                    nxt.state = "granted"  # the slot passes straight on: nobody can slip in between
+                    self._cond.notify_all()
+                else:
+                    self._busy = False
+        return ok
+
+    def _leave(self, source: str) -> None:
+        """A request turned away: counted, and no longer in its address's share of the queue."""
+        self.rejected += 1
+        self._queued[source] -= 1
+        if not self._queued[source]:
+            del self._queued[source]
+
+    def _record(self, source: str, ok: bool) -> None:
+        if ok:
+            self._failures.pop(source, None)
+            return
+        self._failures[source] = self._failures.get(source, 0) + 1
+        self._failures.move_to_end(source)
+        while len(self._failures) > SOURCES_TRACKED:
+            self._failures.popitem(last=False)
+
+
+@dataclass
+class _Waiter:
+    source: str
+    seq: int
+    state: str = "waiting"  # then "granted" or "rejected"
 
 
 @dataclass
@@ -53,11 +152,13 @@ class WebSecurity:
     tls: ssl.SSLContext | None = None
     users: dict[str, bytes] = field(default_factory=dict)
     headers: dict[str, str] = field(default_factory=dict)  # http_server_config.headers, added to every response
-    _verified: OrderedDict[bytes, None] = field(default_factory=OrderedDict)
+    gate: AuthGate = field(default_factory=lambda: AuthGate(4))  # the server sets its own (web.auth_queue)
+    dummy_hash: bytes = b""  # checked for unknown users: a hash at the configured users' cost
+    _verified: OrderedDict[tuple[str, bytes], None] = field(default_factory=OrderedDict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def check(self, authorization: str | None) -> bool:
-        """Whether an ``Authorization`` header passes (always, when no users are configured)."""
+    def check(self, authorization: str | None, source: str = "") -> bool | None:
+        """Whether an ``Authorization`` header passes (always, when no users are configured); None: too busy to check now."""
         if not self.users:
             return True
         if not authorization or not authorization.startswith("Basic "):
@@ -66,19 +167,17 @@ class WebSecurity:
             user, _, password = base64.b64decode(authorization[6:], validate=True).decode().partition(":")
         except (binascii.Error, UnicodeDecodeError):
             return False
-        key = hashlib.sha256(f"{user}\0{password}".encode()).digest()
-        with self._lock:
+        key = (user, hashlib.sha256(password.encode()).digest())
+        with self._lock:  # remembered credentials never queue for bcrypt
             if key in self._verified:
                 self._verified.move_to_end(key)
                 return True
         import bcrypt
 
         hashed = self.users.get(user)
+        secret = password.encode()[:BCRYPT_MAX_BYTES]
         # An unknown user costs the same bcrypt round as a known one: the timing tells nothing.
-        # One check at a time (as exporter-toolkit does): a storm of wrong passwords takes one
-        # core at most, never every core from capture.
-        with _BCRYPT_LOCK:
-            ok = bcrypt.checkpw(password.encode(), hashed or _DUMMY_HASH) and hashed is not None
+        ok = self.gate.run(source, lambda: bcrypt.checkpw(secret, hashed or self.dummy_hash) and hashed is not None)
         if ok:
             with self._lock:
                 self._verified[key] = None
@@ -86,9 +185,22 @@ class WebSecurity:
                     self._verified.popitem(last=False)
         return ok
 
+    def adopt(self, old: WebSecurity) -> None:
+        """Take over a previous config's queue, and its remembered credentials of users whose hash is unchanged (reload)."""
+        self.gate = old.gate
+        with old._lock:
+            kept = [k for k in old._verified if old.users.get(k[0]) is not None and old.users.get(k[0]) == self.users.get(k[0])]
+        with self._lock:
+            for k in kept:
+                self._verified[k] = None
 
-_BCRYPT_LOCK = threading.Lock()
-_DUMMY_HASH = b"$2b$10$C6UzMDM.H6dfI/f/IKxGhuSWbIDtAOgTCXpCgROujDWsHaRPZs2Ue"
+
+def _dummy_hash(users: dict[str, bytes]) -> bytes:
+    """A hash of a random secret at the highest cost among the users' hashes ($2b$12$... -> 12)."""
+    import bcrypt
+
+    cost = max(int(h[4:6]) for h in users.values())
+    return bytes(bcrypt.hashpw(os.urandom(16), bcrypt.gensalt(rounds=cost)))
 
 
 def _err(key: str, message: str) -> ConfigError:
@@ -133,9 +245,11 @@ def from_mapping(data: Any, base: Path = Path()) -> WebSecurity:
     if not isinstance(users, dict):
         raise _err("basic_auth_users", "must map user names to bcrypt hashes")
     for user, hashed in users.items():
-        if not isinstance(hashed, str) or not hashed.startswith(("$2a$", "$2b$", "$2y$")) or len(hashed) != 60:
+        if not isinstance(hashed, str) or not _BCRYPT.match(hashed):
             raise _err(f"basic_auth_users.{user}", f"is not a bcrypt hash (plain-text passwords are refused); {HASH_HINT}")
         sec.users[str(user)] = hashed.replace("$2y$", "$2b$", 1).encode()
+    if sec.users:
+        sec.dummy_hash = _dummy_hash(sec.users)
     return sec
 
 

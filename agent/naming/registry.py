@@ -19,6 +19,7 @@ which devices changed so the store can write them in batches off the packet path
 
 from __future__ import annotations
 
+import heapq
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -82,6 +83,9 @@ class Registry:
         self.changed_addresses: set[int] = set()  # whose device or name changed: the cache forgets them
         self.evictions = 0
         self.lookups = self.found = 0
+        # (last_seen, id) of devices, oldest first: eviction pops instead of scanning every device.
+        # Entries go stale when a device is seen again, pinned or removed; they are skipped when popped.
+        self._by_seen: list[tuple[float, int]] = []
 
     def replace_inventory(self, entries: Iterable[DeviceEntry]) -> None:
         """A new inventory (on reload): names the operator removed give way to learned ones."""
@@ -89,6 +93,7 @@ class Registry:
             for d in self.devices.values():
                 if d.names.pop("inventory", None) is not None:
                     self._touch(d)
+                    self._queue(d)  # evictable again
         self.apply_inventory(entries)
 
     def apply_inventory(self, entries: Iterable[DeviceEntry]) -> None:
@@ -187,7 +192,7 @@ class Registry:
         if d.names.get(source) != name:
             d.names[source] = name
             self._touch(d)
-        d.last_seen = max(d.last_seen, now)
+        self._seen(d, now)
 
     # -- bookkeeping ------------------------------------------------------------------------
 
@@ -198,13 +203,33 @@ class Registry:
         self._next_id += 1
         self.devices[d.id] = d
         self.dirty.add(d.id)
+        self._queue(d)
         return d
 
+    def _seen(self, d: Device, now: float) -> None:
+        if now > d.last_seen:
+            d.last_seen = now
+            self._queue(d)
+
+    def _queue(self, d: Device) -> None:
+        heapq.heappush(self._by_seen, (d.last_seen, d.id))
+        if len(self._by_seen) > 4 * len(self.devices) + 64:
+            # Mostly stale entries: rebuild from the devices (amortised O(1) per entry pushed).
+            self._by_seen = [(x.last_seen, x.id) for x in self.devices.values() if not x.pinned]
+            heapq.heapify(self._by_seen)
+
+    def _oldest_learned(self) -> Device | None:
+        while self._by_seen:
+            seen, device_id = heapq.heappop(self._by_seen)
+            d = self.devices.get(device_id)
+            if d is not None and not d.pinned and d.last_seen == seen:
+                return d
+        return None
+
     def _evict(self) -> None:
-        learned = [d for d in self.devices.values() if not d.pinned]
-        if not learned:
+        victim = self._oldest_learned()
+        if victim is None:
             return
-        victim = min(learned, key=lambda d: d.last_seen)
         for mac in victim.macs:
             self._by_mac.pop(mac, None)
         for addr in victim.addresses:
@@ -221,7 +246,7 @@ class Registry:
         device_id = self._by_mac.get(mac)
         if device_id is not None and device_id in self.devices:
             d = self.devices[device_id]
-            d.last_seen = max(d.last_seen, now)
+            self._seen(d, now)
             return d
         d = self._new(now)
         self._attach_mac(d, mac)
@@ -282,6 +307,7 @@ class Registry:
                     break
                 d.names.pop("inventory", None)
                 self.devices[d.id] = d
+                self._queue(d)
                 self._next_id = max(self._next_id, d.id + 1)
                 for mac in d.macs:
                     self._by_mac.setdefault(mac, d.id)

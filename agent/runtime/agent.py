@@ -94,7 +94,7 @@ class Agent:
         self.registry.register(SnapshotCollector(self.snapshot))
         ProcessCollector(registry=self.registry)  # process_* : CPU, memory, start time (restarts)
         host, port = config_mod.listen_address(config.web.listen)
-        self.server = MetricsServer(host, port, self.registry, lambda: health(self.snapshot()), security=security)
+        self.server = MetricsServer(host, port, self.registry, lambda: health(self.snapshot()), security=security, limits=config.web)
         if config.user:
             import sqlite3  # noqa: F401 - imported while the interpreter's library is surely readable
 
@@ -133,6 +133,7 @@ class Agent:
         return snap.replace(
             otlp_exports=None if self._otlp_counts is None else self._otlp_counts.copy(),
             store_writes=None if self.store_writer is None else dict(self.store_writer.writes),
+            http_rejected=self.server.rejected(),
         )
 
     def start(self) -> None:
@@ -151,7 +152,14 @@ class Agent:
         if self.otlp is not None:
             self.otlp.start()
         host, _ = config_mod.listen_address(self.config.web.listen)
-        log.info("capturing on %s; serving %s://%s:%d/metrics", ", ".join(self.pipeline.interfaces), self.server.scheme, host, self.server.port)
+        log.info(
+            "capturing on %s; serving %s://%s:%d%s",
+            ", ".join(self.pipeline.interfaces),
+            self.server.scheme,
+            host,
+            self.server.port,
+            self.config.web.telemetry_path,
+        )
 
     def _sync_loop(self) -> None:
         while not self._stopping.wait(2.0):
