@@ -7,7 +7,7 @@ PORT   ?= 10464
 # capture in network namespaces, tshark as the reference decoder, tcpdump and softflowd as peers.
 APT_PACKAGES := prometheus tcpreplay tshark tcpdump softflowd iproute2 util-linux libcap2-bin systemd python3-venv
 
-.PHONY: run demo test test-fast lint typecheck bench bench-live fuzz soak clean system-deps
+.PHONY: run demo test test-fast lint typecheck bench bench-live bench-cost fuzz soak clean system-deps
 
 $(BIN)/pktagent: pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -57,6 +57,10 @@ bench: $(BIN)/pktagent system-deps
 
 bench-live: $(BIN)/pktagent system-deps
 	$(BIN)/python bench/live.py
+
+# CPU seconds per million packets and peak RSS, live, against softflowd and tcpdump (root).
+bench-cost: $(BIN)/pktagent system-deps
+	$(BIN)/python bench/cost.py
 
 # Long runs beyond `make test`: FUZZ_SECONDS of random frames; SOAK_SECONDS of live traffic at SOAK_PPS (root).
 fuzz: $(VENV)/.dev
