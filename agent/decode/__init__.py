@@ -19,7 +19,7 @@ import numpy as np
 
 from agent import labels
 from agent.batch import Batch, RawBatch
-from agent.decode import ip, transport
+from agent.decode import encap, ip, transport
 from agent.decode._bytes import rows, shifted
 from agent.decode._columns import Columns, select
 from agent.decode.arp import arp
@@ -58,7 +58,7 @@ def decode(raw: RawBatch) -> Batch:
     n = len(raw)
     # The one gather from the packet buffer (unless a reader process made it): every header comes from here.
     head = raw.head if raw.head is not None else read_heads(raw)
-    link = LINK_DECODERS[raw.linktype](raw, head)
+    link = encap.inner(raw, LINK_DECODERS[raw.linktype](raw, head))
     c = Columns.empty(n)
     c.error[:] = link.error
     window = _window(raw, head, link.l3)
