@@ -257,3 +257,54 @@ def libpcap_records(path: Path) -> list[Record]:
         caplen = header.getcaplen()
         out.append(((sec & MASK) * 1_000_000 + (usec & MASK), caplen, header.getlen() or caplen, bytes(data)))
     return out
+
+
+# -- encapsulations between the link layer and IP: PPP, PPPoE, MPLS, Cisco HDLC, PPI, Linux cooked ----
+
+ETH_PPPOE_DISCOVERY, ETH_PPPOE_SESSION, ETH_MPLS, ETH_MPLS_MULTICAST, ETH_PPP = 0x8863, 0x8864, 0x8847, 0x8848, 0x880B
+PPP_IPV4, PPP_IPV6, PPP_MPLS, PPP_MPLS_MULTICAST, PPP_LCP, PPP_IPCP, PPP_IPV6CP = 0x0021, 0x0057, 0x0281, 0x0283, 0xC021, 0x8021, 0x8057
+
+
+def ppp(protocol: int, payload: bytes, *, compressed: bool = False) -> bytes:
+    """A PPP protocol field and its payload; ``compressed``: the one-byte form (RFC 1661 PFC) of a protocol below 0x100."""
+    return (struct.pack("!B", protocol) if compressed else struct.pack("!H", protocol)) + payload
+
+
+def ppp_hdlc(protocol: int, payload: bytes, *, address_control: bool = True, compressed: bool = False) -> bytes:
+    """PPP in HDLC-like framing (RFC 1662) as PPP link types carry it: address 0xff and control 0x03 unless compressed away."""
+    return (b"\xff\x03" if address_control else b"") + ppp(protocol, payload, compressed=compressed)
+
+
+def pppoe_session(payload: bytes, *, session: int = 0x1234, length: int | None = None, version_type: int = 0x11, code: int = 0) -> bytes:
+    """A PPPoE session header (RFC 2516) before ``payload`` (a PPP protocol field and what it carries)."""
+    return struct.pack("!BBHH", version_type, code, session, len(payload) if length is None else length) + payload
+
+
+def pppoe_discovery(code: int = 0x09, tags: bytes = b"\x01\x01\x00\x00") -> bytes:
+    """A PPPoE discovery packet (PADI by default, with an empty Service-Name tag)."""
+    return struct.pack("!BBHH", 0x11, code, 0, len(tags)) + tags
+
+
+def mpls(labels: Sequence[int], payload: bytes, *, ttl: int = 64) -> bytes:
+    """An MPLS label stack (RFC 3032), the last label bottom-of-stack, before ``payload``."""
+    return b"".join(struct.pack("!I", label << 12 | int(k == len(labels) - 1) << 8 | ttl) for k, label in enumerate(labels)) + payload
+
+
+def chdlc(protocol: int, payload: bytes, *, address: int = 0x0F) -> bytes:
+    """A Cisco HDLC header (address, control 0, an ethertype) before ``payload``."""
+    return struct.pack("!BBH", address, 0, protocol) + payload
+
+
+def ppi(linktype: int, frame: bytes, *, fields: bytes = b"", version: int = 0) -> bytes:
+    """A PPI header (little-endian: version, flags, its length, the link type it wraps), ``fields``, then ``frame``."""
+    return struct.pack("<BBHI", version, 0, 8 + len(fields), linktype) + fields + frame
+
+
+def sll(protocol: int, *, hatype: int = 1) -> bytes:
+    """A Linux cooked v1 header: packet type, ARPHRD type, address length and address, protocol."""
+    return struct.pack("!HHH8sH", 0, hatype, 6, mac(MAC_A) + bytes(2), protocol)
+
+
+def sll2(protocol: int, *, hatype: int = 1) -> bytes:
+    """A Linux cooked v2 header: protocol, reserved, interface index, ARPHRD type, packet type, address."""
+    return struct.pack("!HHIHBB8s", protocol, 0, 2, hatype, 0, 6, mac(MAC_A) + bytes(2))

@@ -4,10 +4,12 @@ Compared per file: frames, bytes on the wire (the sum of frame.len), IPv4 frames
 frames, and frames per IP protocol TCP (6), UDP (17), ICMP (1 over IPv4) and ICMPv6 (58 over
 IPv6). Both sides read the same definitions:
 
-- the network is the first protocol after the link layer and its VLAN tags (tshark's
-  ``frame.protocols`` right after ``eth:ethertype[:vlan:ethertype]...``, ``sll:``, ``raw:`` or
-  ``null:``), so an IP packet inside LLC/SNAP, MPLS or PPPoE is neither IPv4 nor IPv6 on
-  either side, and a tunnelled packet counts once, under its outer header;
+- the network is the first protocol after the link layer, its VLAN tags and the encapsulations
+  pktagent walks (tshark's ``frame.protocols`` past ``eth:ethertype[:vlan:ethertype]...``,
+  ``sll:``, ``raw:``, ``null:``, ``chdlc:``, ``ppp:``, ``pppoes:``, ``mpls:``, ``ppi:``), so an IP
+  packet inside LLC/SNAP or an MPLS pseudowire is neither IPv4 nor IPv6 on either side, while
+  one inside PPPoE, PPP, Cisco HDLC or an MPLS label stack is, and a tunnelled packet counts
+  once, under its outer IP header;
 - the IP protocol is the outer header's protocol field, for IPv6 after the extension headers
   pktagent walks (hop-by-hop, routing, fragment, destination options, AH), read from tshark's
   per-header next-header fields, with reassembly off (``-o ip.defragment:FALSE``) so that
@@ -30,7 +32,8 @@ import sys
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import pytest
 from conftest import need_tool
@@ -57,44 +60,80 @@ CORPUS_FILES = (
     "ikev2four.pcap",  # BSD loopback (DLT_NULL): IPv4 UDP
 )
 
+T = TypeVar("T")
 KEYS = ("frames", "bytes", "ipv4", "ipv6", "tcp", "udp", "icmp", "icmpv6")
-LINK_TOKENS = {"eth", "ethertype", "vlan", "ieee8021ad", "sll", "raw", "null", "loop"}
+LINK_TOKENS = {"eth", "ethertype", "vlan", "ieee8021ad", "sll", "raw", "null", "loop", "chdlc", "ppp", "pppoes", "mpls", "ppi", "pcap_pktdata"}
 EXTENSION_FIELDS = {0: "ipv6.hopopts.nxt", 60: "ipv6.dstopts.nxt", 43: "ipv6.routing.nxt", 44: "ipv6.fraghdr.nxt", 51: "ah.next_header"}
 FIELDS = ("frame.len", "frame.protocols", "ip.proto", "ipv6.nxt", *EXTENSION_FIELDS.values())
 
 
-def tshark_totals(path: Path) -> Counter[str]:
-    """tshark's figures for one file, in the definitions of this module's docstring."""
+Frame = tuple[int, str, str]  # (frame.len, network, transport) in pktagent's label values
+
+
+def tshark_frames(path: Path) -> list[Frame]:
+    """Each frame of one file as tshark reads it, in the definitions of this module's docstring."""
     args = ["tshark", "-n", "-r", str(path), "-o", "ip.defragment:FALSE", "-o", "ipv6.defragment:FALSE"]
     args += ["-T", "fields", "-E", "separator=|", "-E", "occurrence=a", "-E", "aggregator=,"]
     for f in FIELDS:
         args += ["-e", f]
     done = subprocess.run(args, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    totals: Counter[str] = Counter()
+    frames = []
     for line in done.stdout.splitlines():
         length, protocols, *numbers = line.split("|")
         values = dict(zip(FIELDS[2:], ([int(v) for v in n.split(",")] if n else [] for n in numbers)))
-        totals["frames"] += 1
-        totals["bytes"] += int(length)
         tokens = protocols.split(":")
         while tokens and tokens[0] in LINK_TOKENS:
             tokens.pop(0)
         network = tokens[0] if tokens else ""
         if network == "ip":
-            totals["ipv4"] += 1
             proto = values["ip.proto"][0]
-            totals[{TCP: "tcp", UDP: "udp", ICMP: "icmp"}.get(proto, "")] += 1
+            frames.append((int(length), "ipv4", {TCP: "tcp", UDP: "udp", ICMP: "icmp"}.get(proto, "other")))
         elif network == "ipv6":
-            totals["ipv6"] += 1
             proto = values["ipv6.nxt"][0]
             # Follow the chain: each extension header's own field holds the next one, in order.
             queues = {kind: list(values[name]) for kind, name in EXTENSION_FIELDS.items()}
             while queues.get(proto):
                 proto = queues[proto].pop(0)
-            totals[{TCP: "tcp", UDP: "udp", 58: "icmpv6"}.get(proto, "")] += 1
-    del totals[""]
+            frames.append((int(length), "ipv6", {TCP: "tcp", UDP: "udp", 58: "icmpv6"}.get(proto, "other")))
+        else:
+            frames.append((int(length), "arp" if network == "arp" else "other", "none"))
+    return frames
+
+
+def tshark_totals(path: Path) -> Counter[str]:
+    """tshark's figures for one file, in the definitions of this module's docstring."""
+    totals: Counter[str] = Counter()
+    for length, network, transport in tshark_frames(path):
+        totals["frames"] += 1
+        totals["bytes"] += length
+        if network in ("ipv4", "ipv6"):
+            totals[network] += 1
+            totals[transport] += 1
+    for key in ("other", "none", "arp"):
+        del totals[key]
     return totals
+
+
+Cells = dict[tuple[str, str], tuple[int, int]]  # (network, transport) -> (packets, bytes on the wire)
+
+
+def tshark_cells(path: Path) -> Cells:
+    """tshark's packets and bytes per network and transport."""
+    cells: Counter[tuple[str, str, str]] = Counter()
+    for length, network, transport in tshark_frames(path):
+        cells[network, transport, "packets"] += 1
+        cells[network, transport, "bytes"] += length
+    return {(n, t): (cells[n, t, "packets"], cells[n, t, "bytes"]) for n, t, kind in cells if kind == "packets"}
+
+
+def pktagent_cells(interface: dict[str, Any]) -> Cells:
+    """The same from one interface of ``pktagent replay --format json`` (all directions together)."""
+    cells: Counter[tuple[str, str, str]] = Counter()
+    for cell in interface["traffic"]:
+        cells[cell["network"], cell["transport"], "packets"] += int(cell["packets"])
+        cells[cell["network"], cell["transport"], "bytes"] += int(cell["bytes"])
+    return {(n, t): (cells[n, t, "packets"], cells[n, t, "bytes"]) for n, t, kind in cells if kind == "packets"}
 
 
 def pktagent_totals(interface: dict[str, Any]) -> Counter[str]:
@@ -122,11 +161,11 @@ def replay_json(path: Path) -> dict[str, Any]:
     return interface
 
 
-def both(paths: list[Path]) -> tuple[dict[str, dict[str, Any]], dict[str, Counter[str]]]:
-    """pktagent's JSON and tshark's figures for each file, by file name."""
+def both(paths: list[Path], read: Callable[[Path], T] = tshark_totals) -> tuple[dict[str, dict[str, Any]], dict[str, T]]:  # type: ignore[assignment]
+    """pktagent's JSON and tshark's figures (``read``) for each file, by file name."""
     with ThreadPoolExecutor(4) as pool:
         ours = pool.map(replay_json, paths)
-        theirs = pool.map(tshark_totals, paths)
+        theirs = pool.map(read, paths)
         names = [p.name for p in paths]
         return dict(zip(names, ours)), dict(zip(names, theirs))
 

@@ -41,6 +41,15 @@ DECODE_ERRORS = (
     ("icmp", "truncated"),
     ("icmpv6", "truncated"),
     ("arp", "truncated"),
+    ("pppoe", "truncated"),
+    ("pppoe", "bad_header"),
+    ("pppoe", "bad_length"),
+    ("ppp", "truncated"),
+    ("mpls", "truncated"),
+    ("mpls", "payload_not_ip"),
+    ("ppi", "truncated"),
+    ("ppi", "bad_header"),
+    ("ppi", "unsupported_link"),
 )
 
 

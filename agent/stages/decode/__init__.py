@@ -24,6 +24,13 @@ from agent.stages.decode import ip, transport
 from agent.stages.decode._columns import Columns, select
 from agent.stages.decode.arp import arp
 from agent.stages.decode.link import ETH_ARP, ETH_IPV4, ETH_IPV6, HEAD, LINK_DECODERS, LINK_NAMES, supported
+from agent.base import labels
+from agent.base.batch import Batch, RawBatch
+from agent.stages.decode import encap, ip, transport
+from agent.base.rows import rows, shifted
+from agent.stages.decode._columns import Columns, select
+from agent.stages.decode.arp import arp
+from agent.stages.decode.link import ETH_ARP, ETH_IPV4, ETH_IPV6, HEAD, LINK_DECODERS, LINK_NAMES, supported
 
 __all__ = ["LINK_NAMES", "decode", "read_heads", "supported"]
 
@@ -58,7 +65,7 @@ def decode(raw: RawBatch) -> Batch:
     n = len(raw)
     # The one gather from the packet buffer (unless a reader process made it): every header comes from here.
     head = raw.head if raw.head is not None else read_heads(raw)
-    link = LINK_DECODERS[raw.linktype](raw, head)
+    link = encap.inner(raw, LINK_DECODERS[raw.linktype](raw, head))
     c = Columns.empty(n)
     c.error[:] = link.error
     window = _window(raw, head, link.l3)
