@@ -17,11 +17,12 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from agent import __version__, labels
+from agent import labels
 from agent import config as config_mod
 from agent._exceptions import ConfigError, PktagentError
 from agent.config import Config
 from agent.snapshot import Snapshot
+from agent.version import VersionAction
 
 log = logging.getLogger("pktagent")
 
@@ -277,7 +278,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pktagent", description="Network traffic exporter: captures packets and serves Prometheus metrics.")
-    p.add_argument("--version", action="version", version=f"pktagent {__version__}")
+    p.add_argument("--version", action=VersionAction)
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"], help="what to log to stderr (default: info)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
