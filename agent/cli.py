@@ -17,8 +17,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from agent import labels
 from agent import config as config_mod
+from agent import labels
 from agent._exceptions import ConfigError, PktagentError
 from agent.config import Config
 from agent.snapshot import Snapshot
