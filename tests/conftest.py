@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-# The tests' own helpers: pcapgen, netns, ... and the Ansible tests' ansible_cli.
-sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "ansible")]
+# The tests' own helpers: pcapgen, netns, ..., the Ansible tests' ansible_cli and the bundle tests' roots.
+sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "ansible"), str(ROOT / "tests" / "dist")]
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 CORPUS = Path(os.environ.get("PKTAGENT_CORPUS", ROOT.parent / "shared" / "corpus")) / "tcpdump"
