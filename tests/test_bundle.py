@@ -96,9 +96,7 @@ def test_install_sh_passes_shellcheck() -> None:
     ],
     ids=["python-3.9", "armv7l", "other-machine", "other-python", "no-venv"],
 )
-def test_install_sh_refuses_a_target_it_cannot_serve(
-    tmp_path: Path, found: str, kwargs: dict[str, bool], bundle: tuple[str, str], message: str
-) -> None:
+def test_install_sh_refuses_a_target_it_cannot_serve(tmp_path: Path, found: str, kwargs: dict[str, bool], bundle: tuple[str, str], message: str) -> None:
     """One line, exit 1, before anything is changed (the stand-in Python would fail any later step)."""
     tree = bundle_dir(tmp_path, *bundle)
     done = install_sh(tree, "--no-systemd", found=found, **kwargs)
