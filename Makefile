@@ -1,16 +1,30 @@
 # pktagent: `make run` captures live, `make demo` replays sample traffic, `make test` runs everything.
-PYTHON ?= python3
+SYSTEM_PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 PORT   ?= 10464
 # Debian packages the tests use: promtool and a real Prometheus, tcpreplay and iproute2 for live
 # capture in network namespaces, tshark as the reference decoder, tcpdump and softflowd as peers.
-APT_PACKAGES := prometheus tcpreplay tshark tcpdump softflowd iproute2 util-linux libcap2-bin systemd python3-venv
+# The bundle tests (make test-dist) build Debian roots with debootstrap, run arm64 ones with qemu-user-static
+# and boot one with systemd-nspawn (systemd-container); shellcheck checks the bundle's install.sh.
+APT_PACKAGES := prometheus tcpreplay tshark tcpdump softflowd iproute2 util-linux libcap2-bin systemd python3-venv shellcheck \
+                debootstrap qemu-user-static systemd-container
 
-.PHONY: run demo test test-fast lint typecheck bench bench-live bench-cost fuzz soak clean system-deps
+# make bundle PLATFORM=linux_aarch64|linux_x86_64 [PYTHON=3.11|3.12|3.13]: the offline install bundle in $(DIST)/.
+PLATFORM ?= linux_$(shell uname -m)
+PYTHON   ?= 3.11
+DIST     ?= dist
+VERSION  := $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' agent/__init__.py)
+BUNDLE   := $(DIST)/pktagent-$(VERSION)-$(PLATFORM)$(if $(filter-out 3.11,$(PYTHON)),-py$(PYTHON)).tar.gz
+# Rebuilt when the package, the bundle's files, the role's unit or the commit change (the revision is baked in).
+BUNDLE_SOURCES := pyproject.toml README.md $(shell find agent bundle -type f -not -path '*/__pycache__/*' -not -name '*.pyc' -not -name _build.json) \
+                  ansible/roles/pktagent/templates/pktagent.service.j2 ansible/roles/pktagent/defaults/main.yml \
+                  $(wildcard $(shell git rev-parse --git-path logs/HEAD 2>/dev/null))
+
+.PHONY: run demo test test-fast test-dist bundle lint typecheck bench bench-live bench-cost fuzz soak clean system-deps
 
 $(BIN)/pktagent: pyproject.toml
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@test -x $(BIN)/python || $(SYSTEM_PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e .
 	@touch $@
@@ -38,8 +52,8 @@ system-deps:
 	fi
 
 lint: $(VENV)/.dev
-	$(BIN)/ruff check agent tests bench grafana
-	$(BIN)/ruff format --check agent tests bench grafana
+	$(BIN)/ruff check agent tests bench grafana bundle
+	$(BIN)/ruff format --check agent tests bench grafana bundle
 
 typecheck: $(VENV)/.dev
 	$(BIN)/mypy
@@ -47,10 +61,20 @@ typecheck: $(VENV)/.dev
 test: system-deps $(VENV)/.dev lint typecheck
 	CI=$${CI:-} $(BIN)/python -m pytest -q
 
-# The edit loop: ruff and the tests that need no real services, namespaces or corpora (under a minute).
+bundle: $(BUNDLE)
+
+$(BUNDLE): $(BUNDLE_SOURCES) | $(VENV)/.dev
+	$(BIN)/python bundle/build.py --platform $(PLATFORM) --python $(PYTHON) --out $(DIST)
+
+# Slow (minutes): the aarch64 bundle installed offline in a Debian arm64 root under qemu, and the
+# bundle's unit under a booted systemd. Roots are cached in /var/cache/pktagent-test-roots.
+test-dist: system-deps $(VENV)/.dev
+	CI=$${CI:-} $(BIN)/python -m pytest -q -m dist tests/dist
+
+# The edit loop: ruff and the tests that need no real services, namespaces or corpora (about a minute).
 test-fast: $(VENV)/.dev
 	$(BIN)/ruff check agent tests bench grafana
-	$(BIN)/python -m pytest -q -m "not slow" -p no:cacheprovider
+	$(BIN)/python -m pytest -q -m "not slow and not dist" -p no:cacheprovider
 
 bench: $(BIN)/pktagent system-deps
 	$(BIN)/python bench/run.py
@@ -70,4 +94,4 @@ soak: $(BIN)/pktagent system-deps
 	$(BIN)/python bench/soak.py --seconds $${SOAK_SECONDS:-600} --pps $${SOAK_PPS:-50000}
 
 clean:
-	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache

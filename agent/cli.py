@@ -18,13 +18,13 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from agent import __version__
 from agent import config as config_mod
 from agent.config import Config
 from agent.errors import ConfigError, PktagentError
 
 if TYPE_CHECKING:
     from agent.base.snapshot import Snapshot
+from agent.version import VersionAction
 
 log = logging.getLogger("pktagent")
 
@@ -368,7 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
     from agent.config import CaptureConfig, PipelineConfig
 
     p = _Parser(prog="pktagent", description="Network traffic exporter: captures packets and serves Prometheus metrics.")
-    p.add_argument("--version", action="version", version=f"pktagent {__version__}")
+    p.add_argument("--version", action=VersionAction)
     _log_flags(p, top=True)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 

@@ -20,14 +20,7 @@ import numpy as np
 from agent.base import labels
 from agent.base.batch import Batch, RawBatch
 from agent.base.rows import rows, shifted
-from agent.stages.decode import ip, transport
-from agent.stages.decode._columns import Columns, select
-from agent.stages.decode.arp import arp
-from agent.stages.decode.link import ETH_ARP, ETH_IPV4, ETH_IPV6, HEAD, LINK_DECODERS, LINK_NAMES, supported
-from agent.base import labels
-from agent.base.batch import Batch, RawBatch
 from agent.stages.decode import encap, ip, transport
-from agent.base.rows import rows, shifted
 from agent.stages.decode._columns import Columns, select
 from agent.stages.decode.arp import arp
 from agent.stages.decode.link import ETH_ARP, ETH_IPV4, ETH_IPV6, HEAD, LINK_DECODERS, LINK_NAMES, supported

@@ -16,8 +16,6 @@ import numpy as np
 
 from agent.base import labels
 from agent.base.batch import I64, U8, RawBatch
-from agent.base import labels
-from agent.base.batch import I64, U8, RawBatch
 from agent.base.rows import rows
 
 HEAD = 128  # bytes of each frame read at once: link header, up to 4 VLAN tags, and a window of the network header
