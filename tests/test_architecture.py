@@ -16,7 +16,7 @@ MAX_MODULE_LINES, MAX_FUNCTION_LINES, MAX_TOP_MODULES = 450, 60, 8
 MAY_IMPORT: dict[str, set[str]] = {
     "errors": set(),
     "logs": set(),
-    "version": {"errors"},
+    "version": {"errors", "__init__"},
     "base": {"errors"},
     "config": {"errors", "base"},
     "capture": {"errors", "base", "config"},
