@@ -207,7 +207,7 @@ def exposition(snap: Snapshot) -> bytes:
 
 
 def cmd_devices(args: argparse.Namespace) -> int:
-    from agent.naming.registry import SOURCES
+    from agent.naming.registry import SOURCES, named
     from agent.naming.store import read_devices
 
     cfg = resolve_config(args)
@@ -216,13 +216,10 @@ def cmd_devices(args: argparse.Namespace) -> int:
 
     def name(d: Any) -> tuple[str, str]:
         """The best name and its source, following a randomised MAC's link to the device it belongs to."""
-        for _ in range(4):
-            if d is None:
-                break
-            if d.name is not None:
-                return d.name, next(s for s in SOURCES if s in d.names)
-            d = by_id.get(d.linked_to) if d.linked_to is not None else None
-        return "", ""
+        found = named(by_id, d.id)
+        if found is None or found.name is None:
+            return "", ""
+        return found.name, next(s for s in SOURCES if s in found.names)
 
     rows: list[dict[str, Any]] = []
     for d in devices:

@@ -1,9 +1,9 @@
-"""Name lookup: which device a local address belongs to (or which domain a remote one), through a bounded TTL cache.
+"""Name lookup: which device a local address belongs to, through a bounded TTL cache.
 
 The store behind the cache is pluggable (``DeviceStore``): the config's inventory is one, the
-registry that learns names from the traffic another, the map of DNS answers a third. The
-cache answers whole columns of addresses at once; only its misses reach the store, once per
-distinct address. Entries expire on packet time, so a replay gives the same hits and misses
+registry that learns names from the traffic another (remote domains have a map of their own,
+``domains.DomainMap``). The cache answers whole columns of addresses at once; only its misses
+reach the store, once per distinct address. Entries expire on packet time, so a replay gives the same hits and misses
 every time.
 """
 

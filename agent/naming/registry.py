@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import heapq
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from agent.base.addresses import address_int
@@ -68,6 +68,16 @@ class Device:
     @property
     def pinned(self) -> bool:
         return "inventory" in self.names
+
+
+def named(devices: Mapping[int, Device], device_id: int | None, hops: int = 4) -> Device | None:
+    """The device that names ``device_id``: itself, or the one its randomised MAC is linked to (a few links at most)."""
+    for _ in range(hops):
+        d = devices.get(device_id) if device_id is not None else None
+        if d is None or d.name is not None:
+            return d
+        device_id = d.linked_to
+    return None
 
 
 class Registry:
@@ -127,14 +137,8 @@ class Registry:
         return name
 
     def name_of(self, device_id: int) -> str | None:
-        d = self.devices.get(device_id)
-        seen = 0
-        while d is not None and seen < 4:
-            if d.name is not None:
-                return d.name
-            d = self.devices.get(d.linked_to) if d.linked_to is not None else None
-            seen += 1
-        return None
+        d = named(self.devices, device_id)
+        return None if d is None else d.name
 
     # -- learning ---------------------------------------------------------------------------
 
