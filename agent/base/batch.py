@@ -17,7 +17,6 @@ import numpy.typing as npt
 U8 = npt.NDArray[np.uint8]
 I64 = npt.NDArray[np.int64]
 U64 = npt.NDArray[np.uint64]
-F64 = npt.NDArray[np.float64]
 Mask = npt.NDArray[np.bool_]
 
 
