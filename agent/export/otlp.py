@@ -137,10 +137,27 @@ def grpc_available() -> bool:
     return True
 
 
+def cumulative() -> dict[type, Any]:
+    """Cumulative temporality for every instrument: the pipeline's histograms are cumulative, and a
+    collector that was away gets the totals with the next export instead of a gap."""
+    from opentelemetry.sdk.metrics import (
+        Counter,
+        Histogram,
+        ObservableCounter,
+        ObservableGauge,
+        ObservableUpDownCounter,
+        UpDownCounter,
+    )
+    from opentelemetry.sdk.metrics.export import AggregationTemporality
+
+    kinds = (Counter, UpDownCounter, Histogram, ObservableCounter, ObservableUpDownCounter, ObservableGauge)
+    return dict.fromkeys(kinds, AggregationTemporality.CUMULATIVE)
+
+
 def _otlp_exporter(config: OtlpConfig) -> Any:
     protocol = config.protocol or os.environ.get("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL") or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "http/protobuf"
     headers = dict(h.split("=", 1) for h in config.headers) or None
-    kwargs: dict[str, Any] = {"headers": headers, "timeout": config.timeout_seconds or None}
+    kwargs: dict[str, Any] = {"headers": headers, "timeout": config.timeout_seconds or None, "preferred_temporality": cumulative()}
     if config.endpoint:
         kwargs["endpoint"] = metrics_endpoint(config.endpoint, protocol)
     if protocol == "grpc":
@@ -183,7 +200,7 @@ class SnapshotExporter(MetricExporter):
     """Wraps the OTLP exporter: adds the pipeline's histograms to each export and counts the outcome."""
 
     def __init__(self, inner: Any, export: OtlpExport) -> None:
-        super().__init__(preferred_temporality=getattr(inner, "_preferred_temporality", None))
+        super().__init__(preferred_temporality=cumulative())
         self._inner = inner
         self._export = export
         self._start_ns = time.time_ns()
