@@ -25,7 +25,6 @@ import mmap
 import multiprocessing
 import weakref
 from collections.abc import Callable
-from multiprocessing import shared_memory
 from typing import Any
 
 import numpy as np
@@ -88,8 +87,9 @@ class ForkedSource:
             with open(mapped, "rb") as f:
                 mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
             self._file, self._pages = np.frombuffer(mm, np.uint8), MappedPages(mm)
-        self._shm = shared_memory.SharedMemory(create=True, size=slots * slot_bytes)
-        self._buf: memoryview = self._shm.buf  # type: ignore[assignment]
+        # Anonymous shared memory, inherited by the forked reader: nothing to name, unlink or track,
+        # and it goes with the last batch that views it.
+        self._buf = mmap.mmap(-1, slots * slot_bytes)
         ctx = multiprocessing.get_context("fork")
         self._conn, child_conn = ctx.Pipe()
         _PARENT_ENDS.add(self._conn)
@@ -160,14 +160,8 @@ class ForkedSource:
         self._proc.terminate()
         self._proc.join(2.0)
         self._conn.close()
-        self._file = None  # the map goes with the last batch that views it
-        try:
-            self._shm.close()
-        except BufferError:
-            # A batch still views the memory: the mapping goes with the last view, not here (and
-            # not in SharedMemory.__del__, which would try again and fail the same way).
-            self._shm._mmap = None  # type: ignore[attr-defined]
-        self._shm.unlink()
+        self._file = None  # each map goes with the last batch that views it
+        del self._buf
 
     # -- child ----------------------------------------------------------------------------
 
