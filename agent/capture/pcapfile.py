@@ -35,16 +35,28 @@ import struct
 import threading
 import weakref
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
 from agent.base.batch import I64, U8
 
-MAGICS = {  # byte order and divisor that turns the fraction into microseconds
-    b"\xd4\xc3\xb2\xa1": ("<", 1),
-    b"\xa1\xb2\xc3\xd4": (">", 1),
-    b"\x4d\x3c\xb2\xa1": ("<", 1000),
-    b"\xa1\xb2\x3c\x4d": (">", 1000),
+
+class PcapFormat(NamedTuple):
+    """What a classic pcap file's magic number says about its headers."""
+
+    order: str  # byte order: "<" or ">"
+    record_bytes: int  # bytes of each record's header
+    divisor: int  # turns the timestamp's fraction into microseconds
+
+
+PCAP_FORMATS = {
+    b"\xd4\xc3\xb2\xa1": PcapFormat("<", 16, 1),  # microseconds
+    b"\xa1\xb2\xc3\xd4": PcapFormat(">", 16, 1),
+    b"\x4d\x3c\xb2\xa1": PcapFormat("<", 16, 1000),  # nanoseconds
+    b"\xa1\xb2\x3c\x4d": PcapFormat(">", 16, 1000),
+    b"\x34\xcd\xb2\xa1": PcapFormat("<", 24, 1),  # Kuznetzov's patched format: 8 more bytes a record (libpcap reads it)
+    b"\xa1\xb2\xcd\x34": PcapFormat(">", 24, 1),
 }
 MAX_SNAPLEN = 262144  # libpcap's largest snapshot length (MAXIMUM_SNAPLEN)
 CHAINS = 512  # chains walked side by side in one round
@@ -126,9 +138,10 @@ class PcapMap:
         """A map of ``path`` when it is a classic pcap file that can be read so; else None (read it with libpcap)."""
         with open(path, "rb") as f:
             head = f.read(24)
-            if len(head) < 24 or head[:4] not in MAGICS:
+            form = PCAP_FORMATS.get(head[:4])
+            if len(head) < 24 or form is None or form.record_bytes != 16:
                 return None
-            order, divisor = MAGICS[head[:4]]
+            order, divisor = form.order, form.divisor
             snaplen = struct.unpack_from(order + "I", head, 16)[0]
             if not 0 < snaplen <= MAX_SNAPLEN or f.seek(0, 2) <= 24:
                 return None

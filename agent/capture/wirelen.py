@@ -19,23 +19,14 @@ from pathlib import Path
 import numpy as np
 
 from agent.base.batch import I64
+from agent.capture.pcapfile import PCAP_FORMATS, RELEASE_CHUNK
 
-PCAP_MAGICS = {
-    b"\xd4\xc3\xb2\xa1": ("<", 16),  # microsecond, little-endian
-    b"\xa1\xb2\xc3\xd4": (">", 16),
-    b"\x4d\x3c\xb2\xa1": ("<", 16),  # nanosecond
-    b"\xa1\xb2\x3c\x4d": (">", 16),
-    b"\x34\xcd\xb2\xa1": ("<", 24),  # Kuznetzov's patched format: 8 more bytes per record
-    b"\xa1\xb2\xcd\x34": (">", 24),
-}
-NANOSECOND_MAGICS = (b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d")
 PCAPNG_MAGIC = b"\x0a\x0d\x0d\x0a"
-RELEASE_CHUNK = 4 << 20  # bytes of the file map handed back to the kernel at a time
 
 
 def file_kind(head: bytes) -> str | None:
     """'pcap', 'pcapng' or None, from the first four bytes of a file."""
-    if head[:4] in PCAP_MAGICS:
+    if head[:4] in PCAP_FORMATS:
         return "pcap"
     if head[:4] == PCAPNG_MAGIC:
         return "pcapng"
@@ -57,8 +48,7 @@ class WireLengths:
             head = f.read(24)
             kind = file_kind(head)
             if kind == "pcap" and len(head) == 24:
-                order, self._rec = PCAP_MAGICS[head[:4]]
-                self._frac_scale = 1000 if head[:4] in NANOSECOND_MAGICS else 1
+                order, self._rec, self._frac_scale = PCAP_FORMATS[head[:4]]
                 self._dtype = np.dtype(order + "u4")
                 size = path.stat().st_size
                 if size > 24:

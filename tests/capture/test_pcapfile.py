@@ -15,8 +15,7 @@ from agent.base.batch import Batch, RawBatch
 from agent.capture import pcapfile
 from agent.capture.forked import ForkedSource
 from agent.capture.offline import FileSource
-from agent.capture.pcapfile import RUN_BLOCK, PcapMap
-from agent.capture.wirelen import PCAP_MAGICS
+from agent.capture.pcapfile import PCAP_FORMATS, RUN_BLOCK, PcapMap
 
 
 def source_records(src: FileSource | ForkedSource, size: int) -> list[Record]:
@@ -49,7 +48,7 @@ def test_the_corpus_reads_as_libpcap_reads_it(corpus: Path, chains: str, request
     mapped_to_the_end = handed_over = not_mapped = records = chained = 0
     differ = []
     for path in sorted(corpus.iterdir()):
-        if path.read_bytes()[:4] not in PCAP_MAGICS:
+        if path.read_bytes()[:4] not in PCAP_FORMATS:
             continue
         src = FileSource(path)
         m = src._map
