@@ -23,16 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from scrape import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 BRIDGE = Path(__file__).resolve().parent / "nsbridge.py"
 JOB = "pktagent"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def http_get(url: str, timeout: float = 5.0) -> bytes:
