@@ -1,4 +1,8 @@
-"""Small helpers the tests share for talking to an agent: a free port, and an exposition read into numbers."""
+"""Small helpers the tests share for talking to an agent: a free port, and an exposition read into numbers.
+
+Samples are keyed one way everywhere: ``(name, labels)``, the labels as sorted ``(name, value)``
+pairs, so ``samples(text)[("pktagent_flows_active", (("transport", "tcp"),))]`` reads as it prints.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,8 @@ import socket
 
 from prometheus_client.parser import text_string_to_metric_families
 
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+Labels = tuple[tuple[str, str], ...]
+Samples = dict[tuple[str, Labels], float]
 
 
 def free_port() -> int:
@@ -17,5 +22,10 @@ def free_port() -> int:
 
 
 def samples(text: str) -> Samples:
-    """Every sample of a Prometheus exposition, keyed by (name, labels)."""
-    return {(s.name, frozenset(s.labels.items())): s.value for f in text_string_to_metric_families(text) for s in f.samples}
+    """Every sample of a Prometheus exposition, keyed by (name, sorted labels)."""
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value for f in text_string_to_metric_families(text) for s in f.samples}
+
+
+def family(found: Samples, name: str) -> dict[Labels, float]:
+    """The samples of one name: labels -> value."""
+    return {labels: v for (n, labels), v in found.items() if n == name}

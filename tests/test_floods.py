@@ -18,7 +18,7 @@ import numpy as np
 import pcapgen as g
 import pytest
 import workloads  # the benchmark's generator
-from prometheus_client.parser import text_string_to_metric_families
+from scrape import samples
 
 from agent.base import labels
 from agent.base.batch import RawBatch
@@ -90,7 +90,7 @@ def metrics(pipeline: Pipeline, captured: list[int], dropped: np.ndarray | None 
         **fields,
     )
     text = exposition(snap).decode()
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value for f in text_string_to_metric_families(text) for s in f.samples}
+    return samples(text)
 
 
 def test_a_million_new_flows_keep_the_flow_table_at_its_capacity_and_rss_flat(tmp_path: Path) -> None:

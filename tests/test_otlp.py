@@ -8,8 +8,10 @@ import pcapgen as g
 import pytest
 from otlp_receiver import Receiver
 from prometheus_client.parser import text_string_to_metric_families
+from scrape import Samples, family, samples
 from waiting import until
 
+from agent.base import labels
 from agent.cli import exposition
 from agent.config import Config, OtlpConfig
 from agent.export.catalogue import CATALOGUE
@@ -32,12 +34,8 @@ def agent_for(pcap: Path, endpoint: str, **otlp: object) -> Agent:
     return Agent(cfg.replace("otlp", enabled=True, endpoint=endpoint, interval_seconds=0.5, **otlp))
 
 
-def prometheus_values(agent: Agent) -> dict[str, dict[frozenset[tuple[str, str]], float]]:
-    out: dict[str, dict[frozenset[tuple[str, str]], float]] = {}
-    for family in text_string_to_metric_families(exposition(agent.snapshot()).decode()):
-        for sample in family.samples:
-            out.setdefault(sample.name, {})[frozenset(sample.labels.items())] = sample.value
-    return out
+def prometheus_values(agent: Agent) -> Samples:
+    return samples(exposition(agent.snapshot()).decode())
 
 
 def test_receiver_gets_every_metric_with_the_values_prometheus_sees(tmp_path: Path) -> None:
@@ -57,19 +55,19 @@ def test_receiver_gets_every_metric_with_the_values_prometheus_sees(tmp_path: Pa
     assert expected <= set(got), f"missing: {expected - set(got)}"
     iface = "a.pcap"
     assert dict((tuple(sorted(a.items())), v) for a, v in got["pktagent.packets.processed"]) == {(("network.interface.name", iface),): 41}
-    assert prom["pktagent_packets_processed_total"][frozenset({("interface", iface)})] == 41
+    assert prom[("pktagent_packets_processed_total", (("interface", iface),))] == 41
     errors = {(a["pktagent.decode.layer"], a["error.type"]): v for a, v in got["pktagent.decode.errors"]}
-    prom_errors = {(dict(k)["layer"], dict(k)["reason"]): v for k, v in prom["pktagent_decode_errors_total"].items()}
+    prom_errors = {(dict(k)["layer"], dict(k)["reason"]): v for k, v in family(prom, "pktagent_decode_errors_total").items()}
     assert errors == prom_errors
     assert {k: v for k, v in errors.items() if v} == {("tcp", "truncated"): 1}
-    assert len(errors) == 19  # every (layer, reason) has its series from the start
+    assert len(errors) == len(labels.DECODE_ERRORS)  # every (layer, reason) has its series from the start
     traffic = {(a["network.type"], a["network.transport"], a["pktagent.traffic.direction"]): v for a, v in got["pktagent.traffic.io"]}
-    prom_traffic = {(dict(k)["network"], dict(k)["transport"], dict(k)["direction"]): v for k, v in prom["pktagent_traffic_bytes_total"].items()}
+    prom_traffic = {(dict(k)["network"], dict(k)["transport"], dict(k)["direction"]): v for k, v in family(prom, "pktagent_traffic_bytes_total").items()}
     assert traffic == prom_traffic
     assert sum(traffic.values()) == sum(54 + i for i in range(40)) + 44
     started = {a["network.transport"]: v for a, v in got["pktagent.flows.started"]}
-    assert started["tcp"] == 4 == prom["pktagent_flows_started_total"][frozenset({("transport", "tcp")})]
-    assert got["pktagent.batch.size"][0][1] == prom["pktagent_batch_size_packets_count"][frozenset()]
+    assert started["tcp"] == 4 == prom[("pktagent_flows_started_total", (("transport", "tcp"),))]
+    assert got["pktagent.batch.size"][0][1] == prom[("pktagent_batch_size_packets_count", ())]
     resource = receiver.resource()
     assert resource["service.name"] == "pktagent" and resource["host.arch"] in ("amd64", "arm64", "arm32")
     assert {"service.version", "host.name"} <= set(resource)
@@ -92,8 +90,8 @@ def test_collector_down_then_back(tmp_path: Path) -> None:
             assert processed == {(("network.interface.name", "b.pcap"),): 41}
         finally:
             receiver.close()
-        counts = prometheus_values(agent)["pktagent_otlp_exports_total"]
-        assert counts[frozenset({("result", "failure")})] >= 2 and counts[frozenset({("result", "success")})] >= 1
+        counts = family(prometheus_values(agent), "pktagent_otlp_exports_total")
+        assert counts[(("result", "failure"),)] >= 2 and counts[(("result", "success"),)] >= 1
     finally:
         agent.stop()
 

@@ -8,7 +8,7 @@ import logging
 import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.parser import text_string_to_metric_families
+from scrape import Samples, family, samples
 
 from agent.base.snapshot import CacheStats, Snapshot
 from agent.export.catalogue import CATALOGUE, GROUPS, Family
@@ -17,14 +17,14 @@ from agent.export.metrics import SnapshotCollector
 UNITS = {"s": "_seconds", "By": "_bytes"}
 
 
-def scrape(collector: SnapshotCollector) -> dict[str, dict[frozenset[tuple[str, str]], float]]:
+def scrape(collector: SnapshotCollector) -> Samples:
     registry = CollectorRegistry()
     registry.register(collector)
-    out: dict[str, dict[frozenset[tuple[str, str]], float]] = {}
-    for family in text_string_to_metric_families(generate_latest(registry).decode()):
-        for s in family.samples:
-            out.setdefault(s.name, {})[frozenset(s.labels.items())] = s.value
-    return out
+    return samples(generate_latest(registry).decode())
+
+
+def names(found: Samples) -> set[str]:
+    return {name for name, _ in found}
 
 
 @pytest.mark.parametrize("family", CATALOGUE, ids=lambda f: f.name)
@@ -52,9 +52,9 @@ def test_a_failing_snapshot_costs_the_scrape_its_figures_not_its_answer(caplog: 
     collector = SnapshotCollector(broken)
     with caplog.at_level(logging.CRITICAL, "pktagent.metrics"):
         first, second = scrape(collector), scrape(collector)
-    assert set(first) == {"pktagent_exporter_errors_total"}
-    errors = second["pktagent_exporter_errors_total"]
-    assert errors[frozenset({("collector", "snapshot")})] == 2
+    assert names(first) == {"pktagent_exporter_errors_total"}
+    errors = family(second, "pktagent_exporter_errors_total")
+    assert errors[(("collector", "snapshot"),)] == 2
     assert sum(errors.values()) == 2
     assert len(errors) == len(GROUPS) + 1
 
@@ -69,16 +69,16 @@ def test_a_failing_part_drops_only_that_part(caplog: pytest.LogCaptureFixture) -
     collector = SnapshotCollector(lambda: snapshot, families)
     with caplog.at_level(logging.CRITICAL, "pktagent.metrics"):
         got = scrape(collector)
-    assert not {f.name for f in CATALOGUE if f.group == "flows"} & set(got)  # the whole part: no half-built group
-    assert got["pktagent_exporter_errors_total"][frozenset({("collector", "flows")})] == 1
-    assert sum(got["pktagent_exporter_errors_total"].values()) == 1
-    assert got["pktagent_packets_processed_total"] == {frozenset({("interface", "eth0")}): 7}
-    assert got["pktagent_cache_hits_total"] == {frozenset({("cache", "dedup")}): 3}
+    assert not {f.name for f in CATALOGUE if f.group == "flows"} & names(got)  # the whole part: no half-built group
+    assert got[("pktagent_exporter_errors_total", (("collector", "flows"),))] == 1
+    assert sum(family(got, "pktagent_exporter_errors_total").values()) == 1
+    assert family(got, "pktagent_packets_processed_total") == {(("interface", "eth0"),): 7}
+    assert family(got, "pktagent_cache_hits_total") == {(("cache", "dedup"),): 3}
 
 
 def test_optional_parts_appear_only_when_running() -> None:
     plain = scrape(SnapshotCollector(lambda: Snapshot(interfaces=("eth0",))))
-    assert "pktagent_otlp_exports_total" not in plain and "pktagent_device_store_writes_total" not in plain
+    assert not {"pktagent_otlp_exports_total", "pktagent_device_store_writes_total"} & names(plain)
     running = scrape(SnapshotCollector(lambda: Snapshot(interfaces=("eth0",), otlp_exports={"success": 3, "failure": 1}, store_writes={"ok": 2})))
-    assert running["pktagent_otlp_exports_total"] == {frozenset({("result", "success")}): 3, frozenset({("result", "failure")}): 1}
-    assert running["pktagent_device_store_writes_total"] == {frozenset({("result", "ok")}): 2}
+    assert family(running, "pktagent_otlp_exports_total") == {(("result", "success"),): 3, (("result", "failure"),): 1}
+    assert family(running, "pktagent_device_store_writes_total") == {(("result", "ok"),): 2}
