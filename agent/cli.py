@@ -155,7 +155,7 @@ def _progress(engine: Any, sizes: Sequence[int], done: threading.Event) -> None:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     from agent import build_labels
-    from agent.runtime.replay import finish, replay_engine
+    from agent.runtime.replay import replay_engine, run
 
     files = once(args.files, "replay")
     cfg = resolve_config(args).replace("capture", pcap=files, interfaces=(), loop=False)
@@ -165,23 +165,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
         writer = open_store(cfg)
     engine = replay_engine(cfg, files, writer.store.load() if writer else ())
-    done = threading.Event()
-    bar = None
-    if sys.stderr.isatty():
-        sizes = [os.path.getsize(f) for f in files]
-        bar = threading.Thread(target=_progress, args=(engine, sizes, done), daemon=True)
-        bar.start()
-    engine.start()
-    try:
-        engine.wait()
-    finally:
-        done.set()
-        if bar is not None:
-            bar.join()
-        engine.close()
-    if engine.failure is not None:
-        raise engine.failure
-    finish(engine)
+    sizes = [os.path.getsize(f) for f in files]
+    run(engine, (lambda done: _progress(engine, sizes, done)) if sys.stderr.isatty() else None)
     if writer is not None:
         writer.registry = engine.pipeline.registry
         writer.stop()  # writes what the replay learned

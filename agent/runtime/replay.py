@@ -8,6 +8,7 @@ pipeline's work, and waits for room in the queue instead of dropping, so nothing
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -80,17 +81,33 @@ def replay_engine(config: Config, paths: Sequence[str | Path], known_devices: Se
     return engine
 
 
-def replay_files(config: Config, paths: Sequence[str | Path], **build: str) -> Snapshot:
-    """Replay ``paths`` and return the final snapshot."""
-    engine = replay_engine(config, paths)
+def run(engine: Engine, watch: Callable[[threading.Event], None] | None = None) -> None:
+    """Run a replay engine to the end of its files (``pktagent replay`` and the tests alike).
+
+    ``watch`` runs beside it in a thread (the progress line) and is told through its event when
+    the replay is over. Raises what reading a file raised.
+    """
+    done = threading.Event()
+    watcher = threading.Thread(target=watch, args=(done,), name="replay-watch", daemon=True) if watch else None
+    if watcher is not None:
+        watcher.start()
     engine.start()
     try:
         engine.wait()
     finally:
+        done.set()
+        if watcher is not None:
+            watcher.join()
         engine.close()
     if engine.failure is not None:
         raise engine.failure
     finish(engine)
+
+
+def replay_files(config: Config, paths: Sequence[str | Path], known_devices: Sequence[Device] = (), **build: str) -> Snapshot:
+    """Replay ``paths`` and return the final snapshot."""
+    engine = replay_engine(config, paths, known_devices)
+    run(engine)
     return engine.snapshot(**build)
 
 
