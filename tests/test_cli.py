@@ -135,6 +135,23 @@ def test_replay_of_a_missing_file(tmp_path: Path) -> None:
     assert "No such file or directory" in line
 
 
+@pytest.mark.parametrize("command", ["replay", "run"])
+def test_a_fifo_given_as_a_capture_file_is_refused_in_one_line(tmp_path: Path, command: str) -> None:
+    """A capture file is opened more than once; a FIFO would hang on the second open, with its writer gone."""
+    fifo = tmp_path / "stream.pcap"
+    os.mkfifo(fifo)
+    path = mixed(big=False).capture.write(tmp_path / "mixed.pcap")
+    writer = subprocess.Popen(["sh", "-c", f"cat {path} > {fifo}"], stderr=subprocess.DEVNULL)
+    try:
+        args = ("replay", str(fifo)) if command == "replay" else ("run", "--pcap", str(fifo), "--listen", "127.0.0.1:0")
+        done = pktagent(*args)
+    finally:
+        writer.kill()
+        writer.wait(10)
+    assert done.returncode == 1
+    assert one_line(done.stderr) == f"pktagent: CaptureError: {fifo} is a FIFO: give a capture file (`cat {fifo} > capture.pcap` saves a stream to one)"
+
+
 def _cut(k: Known, path: Path, *, pcapng: bool, keep: int, into_header: bool) -> Path:
     """Write the capture and cut it inside record number ``keep`` (counting from 0): in its header or its frame."""
     k.capture.write(path, pcapng=pcapng)

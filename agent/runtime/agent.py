@@ -124,7 +124,7 @@ class Agent:
     def snapshot(self) -> Snapshot:
         snap: Snapshot
         if self.pool is not None:
-            snap = self.pool.snapshot().replace(**self.build)
+            snap = self.pool.snapshot(empty=self.engine.snapshot).replace(**self.build)  # this process's engine counts nothing
             for obs, now in self.pool.observations:  # what the workers learned, for the device store
                 self.pipeline.apply_observations(obs, now)
             self.pool.observations.clear()

@@ -7,7 +7,7 @@ each for its snapshot and adds them up, so ``/metrics`` shows one agent with no 
 counting. Names learned by one worker (a DHCP or DNS packet lands on one of them) are passed
 through the parent to the others, so every worker labels traffic the same way.
 
->>> # pool = WorkerPool(config, ["eth0"], 2); pool.start(); pool.snapshot(); pool.close()
+>>> # pool = WorkerPool(config, ["eth0"], 2); pool.start(); pool.snapshot(empty=engine.snapshot); pool.close()
 """
 
 from __future__ import annotations
@@ -20,12 +20,11 @@ import multiprocessing.popen_fork
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
-from agent.base.labels import DROP_STAGES
 from agent.base.snapshot import Snapshot, UsageSeries
 from agent.capture import Source
 from agent.config import Config
@@ -81,12 +80,13 @@ class WorkerPool:
             for src in sources:
                 src.close()  # the worker holds its own copy of each handle
 
-    def snapshot(self) -> Snapshot:
+    def snapshot(self, empty: Callable[[], Snapshot]) -> Snapshot:
         """Every worker's snapshot, added up; learned names are passed on to the other workers on the way.
 
         A worker that has died, or does not answer within ``capture.worker_timeout_seconds``, is
         failed for good: ``failure`` says which, and every capture shows down (the agent then stops,
-        for its service manager to start it again).
+        for its service manager to start it again). ``empty()``: the figures of an agent that has
+        counted nothing, shown when no worker has ever answered.
         """
         with self._lock:
             live = [w for w in range(self.n) if w not in self._failed]
@@ -108,7 +108,7 @@ class WorkerPool:
                     if w != source and w not in self._failed:
                         self._ask(w, ("learn", obs, now))
             if not snaps:
-                return self._down(self._last)
+                return self._down(self._last or empty())
         total = snaps[0]
         for s in snaps[1:]:
             total = total.merge(s)
@@ -158,11 +158,9 @@ class WorkerPool:
         if self.failure is None:
             self.failure = message
 
-    def _down(self, snap: Snapshot | None) -> Snapshot:
-        """``snap`` (or an empty one) with every capture down and the failure as its error."""
+    def _down(self, snap: Snapshot) -> Snapshot:
+        """``snap`` with every capture down and the failure as its error."""
         n = len(self.interfaces)
-        if snap is None:
-            snap = Snapshot(interfaces=tuple(self.interfaces), captured=np.zeros(n, np.int64), dropped=np.zeros((n, len(DROP_STAGES)), np.int64))
         return snap.replace(capture_up=np.zeros(n, np.int64), capture_errors=(self.failure or "",) * n)
 
     def reconfigure(self, config: Config, keys: Sequence[str]) -> None:
