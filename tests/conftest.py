@@ -77,6 +77,7 @@ SLOW = (
     "test_tshark.py",
     "capture/test_forked.py",
     "test_privileges.py",
+    "test_reopen_gap.py",
     "test_workers.py",
 )
 SLOW_FIXTURES = {"veth", "corpus"}  # network namespaces, the 830-capture corpus
