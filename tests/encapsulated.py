@@ -81,7 +81,12 @@ class _Packets:
 
     def v6(self, proto: int, src: str = L6, dst: str = R6) -> bytes:
         port = self._next()
-        body = {UDP: udp(port, 123, bytes(16)), TCP: tcp(port, 80, SYN), ICMPV6: icmp_echo(port, 1, b"ping", v6=True), ESP: struct.pack("!II", port, 1) + bytes(24)}
+        body = {
+            UDP: udp(port, 123, bytes(16)),
+            TCP: tcp(port, 80, SYN),
+            ICMPV6: icmp_echo(port, 1, b"ping", v6=True),
+            ESP: struct.pack("!II", port, 1) + bytes(24),
+        }
         return ipv6(proto, src, dst, body[proto])
 
 
