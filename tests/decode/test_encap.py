@@ -11,7 +11,7 @@ from batches import decoded, raw
 from agent import labels
 from agent.config import Config
 from agent.decode import decode, supported
-from agent.decode.encap import LABELS_PER_STEP
+from agent.decode.encap import LABELS_PER_STEP, SHALLOW_LABELS
 from agent.pipeline import Pipeline
 
 L4, R4, L6, R6 = "192.168.1.10", "198.51.100.7", "fd00::10", "2001:db8::5"
@@ -69,7 +69,11 @@ def test_pppoe_discovery_and_ppp_control_protocols_are_not_ip_and_not_errors() -
     assert b.l3.tolist() == [-1] * 5
 
 
-@pytest.mark.parametrize("depth", [1, 2, 3, 4, LABELS_PER_STEP - 1, LABELS_PER_STEP, LABELS_PER_STEP + 1, 3 * LABELS_PER_STEP + 2])
+# Stacks read one label at a time, then in steps of LABELS_PER_STEP: depths either side of each boundary.
+DEPTHS = [1, 2, 3, 4, SHALLOW_LABELS + 1, SHALLOW_LABELS + LABELS_PER_STEP - 1, SHALLOW_LABELS + LABELS_PER_STEP, SHALLOW_LABELS + LABELS_PER_STEP + 1]
+
+
+@pytest.mark.parametrize("depth", [*DEPTHS, SHALLOW_LABELS + 3 * LABELS_PER_STEP + 2, 300])
 def test_mpls_stacks_of_any_depth_unicast_and_multicast(depth: int) -> None:
     stack = list(range(16, 16 + depth))
     b = decoded([g.eth(g.ETH_MPLS) + g.mpls(stack, UDP_V4), g.eth(g.ETH_MPLS_MULTICAST) + g.mpls(stack, ICMP_V6)])
@@ -87,10 +91,11 @@ def test_mpls_payloads_that_are_not_ip_are_other_with_a_reason() -> None:
             g.eth(g.ETH_MPLS) + g.mpls([30, 13], b"\x10\x00\x00\x21" + UDP_V4),  # G-ACh after the GAL label
             g.eth(g.ETH_MPLS) + g.mpls([30], b""),  # nothing after the bottom of the stack
             g.eth(g.ETH_MPLS) + struct.pack("!II", 30 << 12 | 64, 31 << 12 | 64),  # no bottom-of-stack label before the end
+            g.eth(g.ETH_MPLS) + struct.pack("!I", 30 << 12 | 64) * 300 + b"\x45",  # nor in 300 labels
         ]
     )
-    assert names(b) == [("other", "none")] * 4
-    assert errors(b) == [("mpls", "payload_not_ip"), ("mpls", "payload_not_ip"), ("mpls", "truncated"), ("mpls", "truncated")]
+    assert names(b) == [("other", "none")] * 5
+    assert errors(b) == [("mpls", "payload_not_ip"), ("mpls", "payload_not_ip")] + [("mpls", "truncated")] * 3
 
 
 def test_ppp_link_types_with_and_without_address_control_compressed_and_cisco_inside() -> None:
@@ -224,30 +229,35 @@ def test_every_frame_cut_at_every_byte(linktype: int, frame: bytes, ends: list[t
     assert labels.TRANSPORTS[b.transport[-1]] == ends[-1][0]
 
 
-def test_a_packet_seen_inside_pppoe_and_on_plain_ethernet_counts_once_and_feeds_flows_and_domains() -> None:
+def test_a_packet_seen_inside_pppoe_and_on_plain_ethernet_counts_once_and_feeds_flows_devices_and_domains() -> None:
     """One side of a router speaks PPPoE under QinQ, the other plain Ethernet: dedup matches the inner IP
-    packet; direction, flows and the remote domain learned from DNS inside PPPoE read the inner addresses."""
+    packet; direction, flows, the device named by DHCP on the LAN and the remote domain learned from
+    DNS inside PPPoE all read the inner addresses."""
     server = "93.184.216.34"
     dns = g.dns_response("www.example.com", [("www.example.com", "A", server)])
     syn = g.ipv4(g.TCP, L4, server, g.tcp(40000, 443, g.SYN))
     synack = g.ipv4(g.TCP, server, L4, g.tcp(443, 40000, g.SYN | g.ACK))
     wan = g.eth_vlan([100, 7], g.ETH_PPPOE_SESSION)
     frames = [
+        g.eth(g.ETH_IPV4) + g.ipv4(g.UDP, "192.168.1.1", L4, g.udp(67, 68, g.dhcp(g.MAC_A, 5, your_ip=L4, hostname="laptop"))),
         wan + g.pppoe_session(g.ppp(g.PPP_IPV4, g.ipv4(g.UDP, "192.168.1.1", L4, g.udp(53, 40001, dns)))),
         wan + g.pppoe_session(g.ppp(g.PPP_IPV4, syn)),
         wan + g.pppoe_session(g.ppp(g.PPP_IPV4, synack)),
         g.eth(g.ETH_IPV4) + g.ipv4(g.TCP, server, L4, g.tcp(443, 40000, g.SYN | g.ACK), ttl=63),  # the same packet, routed on
     ]
     p = Pipeline(Config(), ["wan0"])
-    p.process(raw(frames, ts=[1_000_000, 1_000_100, 1_000_200, 1_000_300]))
+    p.process(raw(frames, ts=[1_000_000, 1_000_100, 1_000_200, 1_000_300, 1_000_400]))
     c = p.counters
-    assert (int(c.processed[0]), int(c.duplicate[0])) == (3, 1)
+    assert (int(c.processed[0]), int(c.duplicate[0])) == (4, 1)
     cells = c.traffic_packets.reshape(1, 4, 6, 5)[0]
     seen = {(labels.NETWORKS[n], labels.TRANSPORTS[t], labels.DIRECTIONS[d]): int(cells[n, t, d]) for n, t, d in zip(*cells.nonzero())}
-    assert seen == {("ipv4", "udp", "internal"): 1, ("ipv4", "tcp", "outbound"): 1, ("ipv4", "tcp", "inbound"): 1}
-    assert p.flows.started.tolist() == [1, 1, 0, 0, 0]
-    domains = {s.name: (s.tx_bytes, s.rx_bytes) for s in p.snapshot_fields()["domain_series"]}
-    assert domains["example.com"] == (len(frames[1]), len(frames[2]))
+    assert seen == {("ipv4", "udp", "internal"): 2, ("ipv4", "tcp", "outbound"): 1, ("ipv4", "tcp", "inbound"): 1}
+    assert p.flows.started.tolist() == [1, 2, 0, 0, 0]  # tcp, udp (DHCP and DNS)
+    fields = p.snapshot_fields()
+    devices = {s.name: (s.tx_bytes, s.rx_bytes) for s in fields["device_series"]}
+    assert devices["laptop"] == (len(frames[2]), len(frames[0]) + len(frames[1]) + len(frames[3]))
+    domains = {s.name: (s.tx_bytes, s.rx_bytes) for s in fields["domain_series"]}
+    assert domains["example.com"] == (len(frames[2]), len(frames[3]))
     assert int(c.decode_errors[0, 1:].sum()) == 0  # column 0 counts the packets without an error
 
 
