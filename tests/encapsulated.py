@@ -2,12 +2,12 @@
 
 PPPoE sessions (untagged, 802.1Q, QinQ; PPP protocol field full and compressed; carrying MPLS),
 PPPoE discovery and the PPP control protocols (LCP, IPCP, IPv6CP), MPLS unicast and multicast
-stacks of 1 to 4 labels and of 20 (deeper than one read), an Ethernet pseudowire; the link types
-PPP and PPP_SERIAL (with and without HDLC address and control, and Cisco HDLC inside), PPP_ETHER,
-C_HDLC, PPI (wrapping Ethernet, raw IP and 802.11) and the Linux cooked headers carrying them.
-Each frame is written down with the cell pktagent counts it in, by the rules of
-agent/stages/decode/encap.py, not computed by pktagent; ``ERRORS`` holds the decode errors each file must
-show. Every frame differs from every other at the network layer (no duplicates).
+stacks of 1 to 4 labels and of 20 (past the labels read one at a time), an Ethernet pseudowire;
+the link types PPP and PPP_SERIAL (with and without HDLC address and control, and Cisco HDLC
+inside), PPP_ETHER, C_HDLC, PPI (wrapping Ethernet, raw IP and 802.11) and the Linux cooked
+headers carrying them. Each frame is written down with the cell pktagent counts it in, by the
+rules of agent/stages/decode/encap.py, not computed by pktagent; ``ERRORS`` holds the decode errors each
+file must show. Every frame differs from every other at the network layer (no duplicates).
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 Seeds are built with ``pcapgen`` (IPv4/IPv6 TCP, UDP, ICMP, ICMPv6, GRE; IPv4 options and
 fragments; IPv6 extension headers, AH and fragments; ARP; DNS, mDNS, LLMNR and DHCP payloads, so
 the learning slow path runs too), wrapped in the link header of each type in
-``agent.decode.link.LINK_DECODERS`` (Ethernet with 0-3 VLAN tags). Hypothesis then truncates
+``agent.decode.link.LINK_DECODERS`` (Ethernet with 0-3 VLAN tags, PPPoE or MPLS; PPP with and
+without its HDLC bytes; Cisco HDLC; PPI wrapping Ethernet; ...). Hypothesis then truncates
 them, flips bytes, overwrites length fields with other values, inserts and deletes bytes, lies
 about the length on the wire and shuffles timestamps, and runs whole batches through
 ``agent.decode.decode`` and ``agent.pipeline.Pipeline.process``. Whatever comes in:
@@ -133,10 +134,38 @@ def _af(family: str, v6_value: int) -> int:
     return {"ipv4": 2, "ipv6": v6_value}.get(family, 7)  # 7: an address family no decoder knows
 
 
-def link_header(linktype: int, family: str, variant: int) -> bytes:
-    """The link header announcing ``family`` on ``linktype``; ``variant`` picks among its forms
-    (VLAN tags on Ethernet and Linux cooked v1, the AF_INET6 value of NULL/LOOP, ...)."""
+def _encapsulated(linktype: int, family: str, variant: int, size: int) -> bytes | None:
+    """The header of an IP packet of ``size`` bytes inside PPPoE, PPP, Cisco HDLC or MPLS where ``variant`` picks one; None elsewhere."""
+    ip = family in ("ipv4", "ipv6")
+    protocol = g.PPP_IPV4 if family == "ipv4" else g.PPP_IPV6
+    if linktype in (9, 50):
+        form = variant % 4  # HDLC address and control or not, the protocol field compressed or not, Cisco HDLC
+        return g.chdlc(ETHERTYPE[family], b"") if form == 3 else g.ppp_hdlc(protocol, b"", address_control=form != 1, compressed=form == 2)
+    if linktype == 51:
+        return g.pppoe_session(g.ppp(protocol, b""), length=min(2 + size, 0xFFFF))
+    pppoe = g.pppoe_session(g.ppp(protocol, b""), length=min(2 + size, 0xFFFF))
+    if linktype == 1 and ip and variant >= 8:  # PPPoE untagged and under QinQ, MPLS unicast and multicast
+        tags = [[], [100, 7], [], []][variant - 8]
+        if variant < 10:
+            return (g.eth_vlan(tags, g.ETH_PPPOE_SESSION) if tags else g.eth(g.ETH_PPPOE_SESSION)) + pppoe
+        return g.eth(g.ETH_MPLS if variant == 10 else g.ETH_MPLS_MULTICAST) + g.mpls([16] * (variant - 9) * 2, b"")
+    if linktype in (113, 276) and ip and variant in (9, 10):
+        cooked = g.sll if linktype == 113 else g.sll2
+        return cooked(g.ETH_PPPOE_SESSION) + pppoe if variant == 9 else cooked(0x0007) + g.ppp_hdlc(protocol, b"")
+    if linktype == 104:
+        return g.chdlc(g.ETH_MPLS, g.mpls([16, 17], b"")) if ip and variant % 3 == 1 else g.chdlc(ETHERTYPE[family], b"")
+    return None
+
+
+def link_header(linktype: int, family: str, variant: int, size: int = 0) -> bytes:
+    """The link header announcing ``family`` on ``linktype`` before a packet of ``size`` bytes; ``variant`` picks among
+    its forms (VLAN tags, PPPoE or MPLS on Ethernet and the Linux cooked headers, the AF_INET6 value of NULL/LOOP, ...)."""
     et = ETHERTYPE[family]
+    encapsulated = _encapsulated(linktype, family, variant, size)
+    if encapsulated is not None:
+        return encapsulated
+    if linktype == 192:  # PPI wrapping Ethernet, with a PPI field or without
+        return g.ppi(1, link_header(1, family, variant, size), fields=bytes(8 * (variant % 2)))
     if linktype == 1:
         tags = variant % 4  # untagged, 802.1Q, QinQ, three tags (the last with the old 0x9100 TPID)
         if tags == 0:
@@ -159,7 +188,7 @@ def link_header(linktype: int, family: str, variant: int) -> bytes:
 
 def carries(linktype: int, family: str) -> bool:
     """Whether ``linktype`` can announce ``family`` at all (raw IP carries only IP, IPV4 only IPv4...)."""
-    if linktype in (1, 113, 276):
+    if linktype in (1, 104, 113, 192, 276):
         return True
     if linktype == 228:
         return family == "ipv4"
@@ -170,7 +199,7 @@ def carries(linktype: int, family: str) -> bool:
 
 def frame_for(linktype: int, seed: Seed, variant: int) -> tuple[bytes, int]:
     """A valid frame of ``seed`` on ``linktype`` (Ethernet ones padded to 60 bytes), and where its network header starts."""
-    head = link_header(linktype, seed.family, variant)
+    head = link_header(linktype, seed.family, variant, len(seed.packet))
     frame = head + seed.packet
     return (g.pad(frame) if linktype == 1 else frame), len(head)
 
@@ -437,9 +466,9 @@ def test_every_seed_decodes_cleanly_on_every_link_type_that_carries_it() -> None
             assert [labels.NETWORKS[x] for x in b.network] == [s.family for s in usable], (linktype, variant)
             assert [labels.DECODE_ERRORS[e - 1] for e in b.error if e] == [], (linktype, variant)
             per_variant[linktype] = len(frames)
-    # 31 seeds: 17 IPv4, 11 IPv6, 2 ARP, 1 LLDP. Ethernet and the cooked headers carry them all,
-    # NULL, LOOP and raw IP the IP ones, IPV4 and IPV6 one family each.
-    assert per_variant == {0: 28, 1: 31, 12: 28, 14: 28, 101: 28, 108: 28, 113: 31, 228: 17, 229: 11, 276: 31}
+    # 31 seeds: 17 IPv4, 11 IPv6, 2 ARP, 1 LLDP. Ethernet, Cisco HDLC, PPI and the cooked headers carry
+    # them all, NULL, LOOP, raw IP and the PPP link types the IP ones, IPV4 and IPV6 one family each.
+    assert per_variant == {0: 28, 1: 31, 9: 28, 12: 28, 14: 28, 50: 28, 51: 28, 101: 28, 104: 31, 108: 28, 113: 31, 192: 31, 228: 17, 229: 11, 276: 31}
 
 
 def test_seeds_reach_the_learning_slow_path() -> None:

@@ -60,7 +60,7 @@ def test_receiver_gets_every_metric_with_the_values_prometheus_sees(tmp_path: Pa
     prom_errors = {(dict(k)["layer"], dict(k)["reason"]): v for k, v in family(prom, "pktagent_decode_errors_total").items()}
     assert errors == prom_errors
     assert {k: v for k, v in errors.items() if v} == {("tcp", "truncated"): 1}
-    assert len(errors) == len(labels.DECODE_ERRORS)  # every (layer, reason) has its series from the start
+    assert len(errors) == len(labels.DECODE_ERRORS) == 28  # every (layer, reason) has its series from the start
     traffic = {(a["network.type"], a["network.transport"], a["pktagent.traffic.direction"]): v for a, v in got["pktagent.traffic.io"]}
     prom_traffic = {(dict(k)["network"], dict(k)["transport"], dict(k)["direction"]): v for k, v in family(prom, "pktagent_traffic_bytes_total").items()}
     assert traffic == prom_traffic

@@ -19,7 +19,7 @@ import pytest
 from conftest import need_tool
 from known import Known
 from pcapgen import libpcap_records
-from test_tshark import Cells, both, pktagent_cells, tshark_cells, tshark_frames
+from test_tshark import Cells, both, cells_of, pktagent_cells, tshark_cells, tshark_frames
 
 from agent.base import labels
 from agent.capture.memory import MemorySource
@@ -106,7 +106,8 @@ def frame_by_frame(path: Path) -> tuple[list[tuple[str, str, str | None]], int]:
 
 def test_real_encapsulations_agree_with_tshark(tshark: str, corpus: Path) -> None:
     paths = [corpus / name for name in CORPUS]
-    ours, theirs = both(paths, tshark_cells)
+    ours, reference = both(paths, tshark_frames)
+    theirs = {name: cells_of(frames) for name, frames in reference.items()}
     differ, unexplained = {}, {}
     for path in paths:
         name = path.name
@@ -117,9 +118,8 @@ def test_real_encapsulations_agree_with_tshark(tshark: str, corpus: Path) -> Non
             differ[name] = (pktagent_cells(ours[name]), theirs[name])
         # Frame by frame, in one batch: the same cell, or transport "other" for a broken IP or transport header.
         mine, _ = frame_by_frame(path)
-        reference = tshark_frames(path)
-        assert len(mine) == len(reference), name
-        for i, ((network, transport, error), (_, their_network, their_transport)) in enumerate(zip(mine, reference)):
+        assert len(mine) == len(reference[name]), name
+        for i, ((network, transport, error), (_, their_network, their_transport)) in enumerate(zip(mine, reference[name])):
             if (network, transport) == (their_network, their_transport):
                 continue
             if not (network == their_network and transport == "other" and error and error.split("/")[0] in IP_OR_TRANSPORT):

@@ -12,7 +12,9 @@ from agent.base.batch import I64, U8
 
 
 def u8(data: U8, at: I64) -> I64:
-    """One byte at each offset."""
+    """One byte at each offset (zero from an empty buffer: a batch of empty frames)."""
+    if data.size == 0:
+        return np.zeros(np.shape(at), np.int64)
     return np.take(data, at, mode="clip").astype(np.int64)
 
 

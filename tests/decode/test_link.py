@@ -1,4 +1,4 @@
-"""Link layers: Ethernet with VLAN/QinQ tags, Linux cooked v1/v2, raw IP, NULL/LOOP."""
+"""Link layers: Ethernet with VLAN/QinQ tags, Linux cooked v1/v2, raw IP, NULL/LOOP (the encapsulating ones: test_encap)."""
 
 from __future__ import annotations
 
@@ -97,5 +97,5 @@ def test_null_and_loop_address_families() -> None:
 
 
 def test_supported_link_types() -> None:
-    assert [supported(t) for t in (0, 1, 12, 101, 108, 113, 228, 229, 276)] == [True] * 9
-    assert [supported(t) for t in (9, 105, 127)] == [False] * 3  # PPP, 802.11, radiotap
+    assert [supported(t) for t in (0, 1, 9, 12, 50, 51, 101, 104, 108, 113, 192, 228, 229, 276)] == [True] * 14
+    assert [supported(t) for t in (105, 107, 127)] == [False] * 3  # 802.11, Frame Relay, radiotap

@@ -45,7 +45,8 @@ CISCO_UNICAST, CISCO_MULTICAST, PPP_ALL_STATIONS = 0x0F, 0x8F, 0xFF  # the first
 PPPOE_VERSION_TYPE, PPPOE_SESSION_DATA = 0x11, 0x00
 # PPP protocol numbers (RFC 1661, RFC 3032) -> the ethertype of what they carry; the rest are not IP.
 PPP_PROTOCOLS = {0x0021: ETH_IPV4, 0x0057: ETH_IPV6, 0x0281: ETH_MPLS, 0x0283: ETH_MPLS_MULTICAST}
-LABELS_PER_STEP = 16  # MPLS labels read per row at once: a stack deeper than this takes another step
+SHALLOW_LABELS = 4  # MPLS labels looked at one by one before a deeper stack is read in steps
+LABELS_PER_STEP = 16  # MPLS labels read per row at once past the shallow ones: a stack deeper than this takes another step
 _NO_WIRE_END = np.iinfo(np.int64).max // 2
 
 Step = tuple[I64, I64, I64]  # per row: the ethertype of what follows, the header's size, an error code (0: none)
@@ -96,12 +97,20 @@ def _ppp(r: _Rows) -> Step:
 def _bottom_of_stack(r: _Rows) -> I64:
     """How many bytes each MPLS label stack takes, through its bottom-of-stack label; -1 where the capture ends first.
 
-    Labels are read ``LABELS_PER_STEP`` at a time, so a stack of any depth costs one step per 16
-    labels, and only the rows whose stack goes on take the next step.
+    The first ``SHALLOW_LABELS`` labels are looked at one at a time (a byte per row: real stacks
+    are shallow), the rest of a deeper stack ``LABELS_PER_STEP`` at a time, so a stack of any
+    depth costs one step per 16 labels, and only the rows whose stack goes on take the next step.
     """
     size = np.full(r.at.size, -1, np.int64)
     todo = np.arange(r.at.size)
-    done = np.zeros(r.at.size, np.int64)  # bytes of the stack behind each row's current step
+    for depth in range(1, SHALLOW_LABELS + 1):
+        captured = r.avail[todo] >= 4 * depth
+        bottom = captured & ((u8(r.data, r.at[todo] + 4 * depth - 2) & 1) == 1)  # the S bit, in a label's third byte
+        size[todo[bottom]] = 4 * depth
+        todo = todo[captured & ~bottom]
+        if todo.size == 0:
+            return size
+    done = np.full(r.at.size, 4 * SHALLOW_LABELS, np.int64)  # bytes of the stack behind each row's current step
     while todo.size:
         step = rows(r.data, r.at[todo] + done[todo], 4 * LABELS_PER_STEP).reshape(-1, LABELS_PER_STEP, 4)
         whole = np.clip((r.avail[todo] - done[todo]) // 4, 0, LABELS_PER_STEP)  # labels captured in this step

@@ -4,7 +4,8 @@ Every decoder reads the ``head`` matrix — the first ``HEAD`` bytes of every fr
 frame, gathered once for the whole batch — and returns ``Link``: an ethertype per frame (other
 link types translate their protocol field to one), where the network header starts in the
 frame, and errors. ``LINK_DECODERS`` is the dispatch table by libpcap link type; a link type
-missing from it is unsupported and counted as such, never decoded.
+missing from it is unsupported and counted as such, never decoded. What a link header announces
+beyond IP and ARP — PPPoE, PPP, MPLS — is walked to the IP inside by ``agent.decode.encap``.
 """
 
 from __future__ import annotations
@@ -138,7 +139,7 @@ def _fixed(ethertype: int) -> Callable[[RawBatch, U8], Link]:
         # The layer that follows reports a frame too short for it (an empty one included).
         return Link(np.full(len(raw), ethertype, np.int64), np.zeros(len(raw), np.int64), np.zeros(len(raw), np.uint8))
 
-    decode.__doc__ = f"A link type that carries only ethertype {ethertype:#06x}."
+    decode.__doc__ = f"A link type that carries only (pseudo-)ethertype {ethertype:#06x}."
     return decode
 
 
@@ -199,12 +200,12 @@ def loop(raw: RawBatch, head: U8) -> Link:
 LINK_DECODERS: dict[int, Callable[[RawBatch, U8], Link]] = {
     0: null,  # DLT_NULL
     1: ethernet,  # DLT_EN10MB
+    9: _fixed(ETH_PPP_HDLC),  # DLT_PPP: PPP, its HDLC-like address and control bytes optional
     12: raw_ip,  # DLT_RAW (Linux, most systems)
     14: raw_ip,  # DLT_RAW (OpenBSD)
-    101: raw_ip,  # LINKTYPE_RAW, should a file's value come through unmapped
-    9: _fixed(ETH_PPP_HDLC),  # DLT_PPP: PPP, its HDLC-like address and control bytes optional
     50: _fixed(ETH_PPP_HDLC),  # DLT_PPP_SERIAL: the same, or Cisco HDLC
     51: _fixed(ETH_PPPOE_SESSION),  # DLT_PPP_ETHER: a PPPoE session header, then PPP
+    101: raw_ip,  # LINKTYPE_RAW, should a file's value come through unmapped
     104: c_hdlc,  # DLT_C_HDLC
     108: loop,  # DLT_LOOP
     113: linux_sll,  # DLT_LINUX_SLL
