@@ -21,6 +21,7 @@ import base64
 import binascii
 import hashlib
 import ssl
+import sys
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -42,7 +43,11 @@ TLS_VERSIONS = {
 }
 TLS_KEYS = {"cert_file", "key_file", "client_auth_type", "client_ca_file", "min_version", "max_version"}
 NOT_SUPPORTED = {"cipher_suites", "curve_preferences", "prefer_server_cipher_suites", "client_allowed_sans", "cert", "key", "client_ca"}
-HASH_HINT = "create one with: python3 -c 'import bcrypt, getpass; print(bcrypt.hashpw(getpass.getpass().encode(), bcrypt.gensalt()).decode())'"
+# The hint names the interpreter running pktagent: it has bcrypt, where the system's python3 may not.
+HASH_HINT = (
+    "create one with `htpasswd -nBC 12 USER` (apache2-utils; the part after the colon) or "
+    f"`{sys.executable} -c 'import bcrypt, getpass; print(bcrypt.hashpw(getpass.getpass().encode(), bcrypt.gensalt(12)).decode())'`"
+)
 AUTH_CACHE = 256  # verified (user, password) pairs remembered, so scrapes do not pay bcrypt every time
 
 
