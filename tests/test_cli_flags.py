@@ -356,3 +356,31 @@ def test_check_config_refuses_a_string_where_a_list_is_expected(tmp_path: Path, 
     done = pktagent("check-config", str(path))
     assert done.returncode == 1
     assert one_line(done.stderr) == f"pktagent: ConfigError: {path}: {expected}"
+
+
+# -- start-up (item 13) ---------------------------------------------------------------------------------
+
+
+HEAVY = ("numpy", "prometheus_client", "yaml", "opentelemetry", "sqlite3", "pcapy")
+
+
+@pytest.mark.parametrize(
+    ("args", "needed"),
+    [
+        pytest.param(("--version",), set(), id="version"),
+        pytest.param(("run", "--help"), set(), id="run-help"),
+        pytest.param(("check-config", "{config}"), {"yaml"}, id="check-config"),  # no filter to compile: no libpcap
+    ],
+)
+def test_a_command_imports_only_what_it_needs(tmp_path: Path, args: tuple[str, ...], needed: set[str]) -> None:
+    config = tmp_path / "c.yml"
+    config.write_text("flows:\n  max_flows: 1000\n")
+    argv = [a.format(config=config) for a in args]
+    code = (
+        "import sys\nfrom agent.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+        f"print(' '.join(m for m in {HEAVY!r} if m in sys.modules), file=sys.stderr)"
+    )
+    done = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=60)
+    imported = set(done.stderr.splitlines()[-1].split())
+    # --version may ask libpcap for its version; nothing else it does needs numpy or the exporters.
+    assert imported - {"pcapy"} == needed if args == ("--version",) else imported == needed
