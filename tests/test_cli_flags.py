@@ -384,3 +384,12 @@ def test_a_command_imports_only_what_it_needs(tmp_path: Path, args: tuple[str, .
     imported = set(done.stderr.splitlines()[-1].split())
     # --version may ask libpcap for its version; nothing else it does needs numpy or the exporters.
     assert imported - {"pcapy"} == needed if args == ("--version",) else imported == needed
+
+
+@pytest.mark.parametrize("key", ["interfaces", "pcap"])
+def test_a_config_file_naming_an_interface_or_file_twice_is_refused(tmp_path: Path, key: str) -> None:
+    path = tmp_path / "c.yml"
+    path.write_text(f"capture:\n  {key}: [a0, b0, a0]\n")
+    done = pktagent("check-config", str(path))
+    assert done.returncode == 1
+    assert one_line(done.stderr) == f"pktagent: ConfigError: {path}: config key capture.{key}[2]: 'a0' is listed twice; list each once"
