@@ -4,10 +4,11 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PORT   ?= 10464
 # Debian packages the tests use: promtool and a real Prometheus, tcpreplay and iproute2 for live
-# capture in network namespaces, tshark as the reference decoder, tcpdump and softflowd as peers.
+# capture in network namespaces, tshark as the reference decoder, tcpdump and softflowd as peers,
+# htpasswd (apache2-utils) for the README's bcrypt hint.
 # The bundle tests (make test-dist) build Debian roots with debootstrap, run arm64 ones with qemu-user-static
 # and boot one with systemd-nspawn (systemd-container); shellcheck checks the bundle's install.sh.
-APT_PACKAGES := prometheus tcpreplay tshark tcpdump softflowd iproute2 util-linux libcap2-bin systemd python3-venv shellcheck \
+APT_PACKAGES := prometheus tcpreplay tshark tcpdump softflowd iproute2 util-linux libcap2-bin systemd python3-venv apache2-utils shellcheck \
                 debootstrap qemu-user-static systemd-container
 
 # make bundle PLATFORM=linux_aarch64|linux_x86_64 [PYTHON=3.11|3.12|3.13]: the offline install bundle in $(DIST)/.
@@ -34,11 +35,11 @@ $(VENV)/.dev: $(BIN)/pktagent
 	@touch $@
 
 run: $(BIN)/pktagent
-	$(BIN)/pktagent run --listen 0.0.0.0:$(PORT)
+	$(BIN)/pktagent run --web.listen-address 0.0.0.0:$(PORT)
 
 demo: $(BIN)/pktagent
-	@test -f build/demo/w1.pcap || $(BIN)/python bench/workloads.py --out build/demo --packets 100000 w1
-	$(BIN)/pktagent run --config bench/demo.yml --pcap build/demo/w1.pcap --loop --listen 127.0.0.1:$(PORT)
+	@test -f build/demo/home.pcap || $(BIN)/python bench/home.py --out build/demo/home.pcap
+	$(BIN)/pktagent run --config bench/demo.yml --pcap build/demo/home.pcap --loop --web.listen-address 127.0.0.1:$(PORT)
 
 system-deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \

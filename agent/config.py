@@ -171,6 +171,11 @@ class Config:
                     ipaddress.ip_address(addr)
                 except ValueError:
                     raise ConfigError(f"config key {where}.addresses[{j}]: {addr!r} is not an IP address") from None
+        for key in ("interfaces", "pcap"):
+            items = getattr(self.capture, key)
+            for i, item in enumerate(items):
+                if item in items[:i]:  # two captures of one name would be two identical series
+                    raise ConfigError(f"config key capture.{key}[{i}]: {item!r} is listed twice; list each once")
         if self.capture.pcap and self.capture.interfaces:
             raise ConfigError("config keys capture.interfaces and capture.pcap: choose one source, live interfaces or capture files")
         if self.otlp.protocol not in ("", "http/protobuf", "grpc"):

@@ -20,9 +20,11 @@ from agent.capture import CaptureStats, interface_packets
 from agent.capture._pcapy import ACTIVATE_ERRORS, PERMISSION_CODES, PcapError, columns
 from agent.errors import CaptureError, CapturePermissionError, ConfigError
 
+# Not `setcap` on the interpreter: the venv's python3 is the system's, and every Python script would capture.
 PERMISSION_HINT = (
     "capturing needs CAP_NET_RAW: run as root, give the service AmbientCapabilities=CAP_NET_RAW (the Ansible role does), "
-    "or `sudo setcap cap_net_raw+ep $(readlink -f .venv/bin/python3)`; `make demo` needs no privileges"
+    "or start pktagent alone with it: `sudo setpriv --reuid=$(id -u) --regid=$(id -g) --init-groups "
+    "--inh-caps=+net_raw --ambient-caps=+net_raw .venv/bin/pktagent run ...`; `make demo` needs no privileges"
 )
 IDLE_WAIT = 0.2  # seconds a read waits on an idle link before handing back an empty batch
 

@@ -23,6 +23,7 @@ import hashlib
 import os
 import re
 import ssl
+import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -46,7 +47,11 @@ TLS_VERSIONS = {
 TLS_KEYS = {"cert_file", "key_file", "client_auth_type", "client_ca_file", "min_version", "max_version"}
 NOT_SUPPORTED = {"cipher_suites", "curve_preferences", "prefer_server_cipher_suites", "client_allowed_sans", "cert", "key", "client_ca"}
 _BCRYPT = re.compile(r"^\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}$")
-HASH_HINT = "create one with: python3 -c 'import bcrypt, getpass; print(bcrypt.hashpw(getpass.getpass().encode(), bcrypt.gensalt()).decode())'"
+# The hint names the interpreter running pktagent: it has bcrypt, where the system's python3 may not.
+HASH_HINT = (
+    "create one with `htpasswd -nBC 12 USER` (apache2-utils; the part after the colon) or "
+    f"`{sys.executable} -c 'import bcrypt, getpass; print(bcrypt.hashpw(getpass.getpass().encode(), bcrypt.gensalt(12)).decode())'`"
+)
 AUTH_CACHE = 256  # verified (user, password) pairs remembered, so scrapes do not pay bcrypt every time
 SOURCES_TRACKED = 1024  # client addresses whose recent failures are remembered, to order the bcrypt queue
 BCRYPT_MAX_BYTES = 72  # bcrypt reads no further; bcrypt >= 5 raises on longer input instead of ignoring the rest

@@ -12,6 +12,7 @@ from pktagent_mixin import config as cfg
 from pktagent_mixin import promql as q
 from pktagent_mixin import rules as r
 from pktagent_mixin.grafana import (
+    annotation,
     dashboard,
     datasource_variable,
     gauge,
@@ -30,9 +31,11 @@ from pktagent_mixin.grafana import (
 
 RI = "$__rate_interval"
 JOB = 'job=~"$job"'
+SITE = 'site=~"$site"'  # target labels the Ansible role's file_sd gives each agent
+ROLE = 'role=~"$role"'
 INSTANCE = 'instance=~"$instance"'
 INTERFACE = 'interface=~"$interface"'
-F = (JOB, INSTANCE)
+F = (JOB, SITE, ROLE, INSTANCE)
 BY_AGENT = "job, instance"
 BY_INTERFACE = "job, instance, interface"
 TOP = cfg.TOPK
@@ -41,10 +44,29 @@ DIR_TX = 'direction="transmit"'  # device and domain series come in pairs: one d
 
 
 def _variables(*, multi_instance: bool) -> list[dict[str, Any]]:
+    # Site and role are the target labels the Ansible role's file_sd writes; a target without them matches All (.*).
     return [
         datasource_variable(),
         query_variable("job", "Job", "label_values(pktagent_build_info, job)", multi=True),
-        query_variable("instance", "Instance", 'label_values(pktagent_build_info{job=~"$job"}, instance)', multi=multi_instance),
+        query_variable("site", "Site", f"label_values(pktagent_build_info{{{JOB}}}, site)", multi=True, all_value=".*"),
+        query_variable("role", "Role", f"label_values(pktagent_build_info{{{JOB}, {SITE}}}, role)", multi=True, all_value=".*"),
+        query_variable("instance", "Instance", f"label_values(pktagent_build_info{{{JOB}, {SITE}, {ROLE}}}, instance)", multi=multi_instance),
+    ]
+
+
+def _annotations() -> list[dict[str, Any]]:
+    """Agent restarts (a new process start time) and version changes (a build_info version the agent did not have a minute before)."""
+    start = q.selector("process_start_time_seconds", *F)
+    build = q.selector("pktagent_build_info", *F)
+    return [
+        annotation("Agent restarts", f"changes({start}[1m]) > 0", title="pktagent restarted", text="{{instance}}", color="orange"),
+        annotation(
+            "Version changes",
+            f"{build} unless on (job, instance, version) ({build} offset 1m) and on (job, instance) ({build} offset 1m)",
+            title="pktagent {{version}}",
+            text="{{instance}} now runs pktagent {{version}}",
+            color="purple",
+        ),
     ]
 
 
@@ -284,6 +306,7 @@ def fleet() -> dict[str, Any]:
         _variables(multi_instance=True),
         layout(sections),
         refresh=cfg.REFRESH,
+        annotations=_annotations(),
     )
 
 
@@ -672,6 +695,7 @@ def agent() -> dict[str, Any]:
         _variables(multi_instance=False),
         layout(sections),
         refresh=cfg.REFRESH,
+        annotations=_annotations(),
     )
 
 
@@ -831,7 +855,7 @@ def traffic() -> dict[str, Any]:
     ]
     variables = [
         *_variables(multi_instance=True),
-        query_variable("interface", "Interface", 'label_values(pktagent_capture_up{job=~"$job", instance=~"$instance"}, interface)', multi=True),
+        query_variable("interface", "Interface", f"label_values(pktagent_capture_up{{{JOB}, {SITE}, {ROLE}, {INSTANCE}}}, interface)", multi=True),
     ]
     return dashboard(
         cfg.UID_TRAFFIC,
@@ -841,6 +865,7 @@ def traffic() -> dict[str, Any]:
         variables,
         layout(sections),
         refresh=cfg.REFRESH,
+        annotations=_annotations(),
     )
 
 

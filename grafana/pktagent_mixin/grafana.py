@@ -205,8 +205,11 @@ def datasource_variable() -> dict[str, Any]:
     }
 
 
-def query_variable(name: str, label: str, query: str, *, multi: bool) -> dict[str, Any]:
-    """A label-values variable; with ``multi`` it offers All, which matches every value (``.+``), even of series gone since."""
+def query_variable(name: str, label: str, query: str, *, multi: bool, all_value: str = ".+") -> dict[str, Any]:
+    """A label-values variable; with ``multi`` it offers All, which matches every value (``.+``), even of series gone since.
+
+    A label a target may lack (``site``, ``role``) takes ``all_value=".*"``: All then matches its absence too.
+    """
     v: dict[str, Any] = {
         "name": name,
         "label": label,
@@ -225,8 +228,25 @@ def query_variable(name: str, label: str, query: str, *, multi: bool) -> dict[st
         "skipUrlSync": False,
     }
     if multi:
-        v["allValue"] = ".+"
+        v["allValue"] = all_value
     return v
+
+
+def annotation(name: str, expr: str, *, title: str, text: str, color: str, step: str = "1m") -> dict[str, Any]:
+    """An annotation drawn where the Prometheus query ``expr`` has a value (one point per ``step`` at most)."""
+    return {
+        "name": name,
+        "datasource": DATASOURCE,
+        "enable": True,
+        "hide": False,
+        "iconColor": color,
+        "expr": expr,
+        "step": step,
+        "titleFormat": title,
+        "textFormat": text,
+        "tagKeys": "job,instance",
+        "useValueForTime": False,
+    }
 
 
 # -- layout and dashboard -----------------------------------------------------------------------
@@ -251,7 +271,15 @@ def layout(sections: Sequence[tuple[str | None, int, Sequence[tuple[Panel, int]]
 
 
 def dashboard(
-    uid: str, title: str, description: str, tag: str, variables: list[dict[str, Any]], panels: list[Panel], *, refresh: str = "30s"
+    uid: str,
+    title: str,
+    description: str,
+    tag: str,
+    variables: list[dict[str, Any]],
+    panels: list[Panel],
+    *,
+    refresh: str = "30s",
+    annotations: Sequence[dict[str, Any]] = (),
 ) -> dict[str, Any]:
     return {
         "uid": uid,
@@ -283,7 +311,7 @@ def dashboard(
                 "url": "",
             }
         ],
-        "annotations": {"list": []},
+        "annotations": {"list": list(annotations)},
         "templating": {"list": variables},
         "panels": panels,
     }

@@ -15,8 +15,10 @@ from pktagent_mixin import config as cfg
 from pktagent_mixin import promql as q
 
 WINDOW = "5m"
-INSTANCE = "job, instance"
-INTERFACE = "job, instance, interface"
+# Recorded series and alerts keep the target labels the Ansible role's file_sd sets (site, role), so the
+# dashboards' Site and Role variables filter recorded series too, and alerts can be routed by site.
+INSTANCE = "job, instance, site, role"
+INTERFACE = "job, instance, site, role, interface"
 QUANTILES = (0.5, 0.9, 0.99)
 
 # Names of the recorded series, for the dashboards and alerts that read them.

@@ -50,11 +50,16 @@ def test_variables(name: str) -> None:
     v = {x["name"]: x for x in DASHBOARDS[name]["templating"]["list"]}
     assert (v["datasource"]["type"], v["datasource"]["query"]) == ("datasource", "prometheus")
     assert v["job"]["query"] == "label_values(pktagent_build_info, job)"
-    assert v["instance"]["query"] == 'label_values(pktagent_build_info{job=~"$job"}, instance)'
+    # Site and role: the target labels the Ansible role's file_sd writes; each narrows the next.
+    assert v["site"]["query"] == 'label_values(pktagent_build_info{job=~"$job"}, site)'
+    assert v["role"]["query"] == 'label_values(pktagent_build_info{job=~"$job", site=~"$site"}, role)'
+    assert v["instance"]["query"] == 'label_values(pktagent_build_info{job=~"$job", site=~"$site", role=~"$role"}, instance)'
     for var in v.values():
         if var["type"] == "query":
             assert var["datasource"] == DATASOURCE
-            if var["includeAll"]:
+            if var["includeAll"] and var["name"] in ("site", "role"):
+                assert var["allValue"] == ".*", "All must match targets without the label too"
+            elif var["includeAll"]:
                 assert var["allValue"] == ".+", "All must match agents that are down too"
     # The fleet and traffic views show every agent by default; the detail view one at a time.
     assert v["instance"]["multi"] is (name != "pktagent-agent.json")
@@ -224,7 +229,11 @@ def test_utilisation_is_per_worker() -> None:
     busy = [(where, e) for where, e in exprs if "pktagent_processing_busy_seconds_total" in e]
     assert busy
     for where, e in busy:
-        assert "/ on (job, instance) max by (job, instance) (pktagent_processing_workers" in e or "/ max(pktagent_processing_workers{" in e, where
+        per_agent = (
+            "/ on (job, instance) max by (job, instance) (pktagent_processing_workers",
+            "/ on (job, instance, site, role) max by (job, instance, site, role) (pktagent_processing_workers",
+        )
+        assert any(p in e for p in per_agent) or "/ max(pktagent_processing_workers{" in e, where
     shown = {where for where, e in exprs if rules.UTILISATION in e or "pktagent_processing_busy_seconds_total" in e}
     assert {"PktagentNoHeadroom", "pktagent-fleet.json: Agents, worst first", "pktagent-agent.json: Utilisation and headroom"} <= shown
 
@@ -277,3 +286,35 @@ def test_readme_describes_every_dashboard() -> None:
     for _, title in EXPECTED.values():
         assert title in readme
     assert set(dashboards.DASHBOARDS) == set(EXPECTED)
+
+
+def test_the_site_labels_are_the_ones_the_ansible_role_writes() -> None:
+    template = (HERE.parents[1] / "ansible" / "roles" / "pktagent" / "templates" / "file_sd.json.j2").read_text()
+    assert "{'site':" in template and "'role':" in template
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_every_agent_query_filters_by_site_and_role(name: str) -> None:
+    """A panel that selects agents by job and instance also selects by site and role, or the Site variable would not narrow it."""
+    for panel, t in gx.targets(DASHBOARDS[name]):
+        for selector in re.findall(r"\{[^{}]*\}", t["expr"]):
+            if 'instance=~"$instance"' in selector:
+                assert 'site=~"$site"' in selector and 'role=~"$role"' in selector, (panel["title"], selector)
+
+
+def test_recorded_series_keep_site_and_role() -> None:
+    """The dashboards filter recorded series by site: the recording rules must keep the label."""
+    for rule in gx.rules():
+        if "record" in rule and "sum by (" in rule["expr"]:
+            assert "site, role" in rule["expr"], rule["record"]
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_annotations_mark_restarts_and_version_changes(name: str) -> None:
+    found = {a["name"]: a for a in DASHBOARDS[name]["annotations"]["list"]}
+    assert set(found) == {"Agent restarts", "Version changes"}
+    for a in found.values():
+        assert a["datasource"] == DATASOURCE and a["enable"] is True
+        assert gx.variables_used(a["expr"]) == {"job", "site", "role", "instance"}
+    assert "process_start_time_seconds" in found["Agent restarts"]["expr"]
+    assert "{{version}}" in found["Version changes"]["titleFormat"]

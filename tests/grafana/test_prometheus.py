@@ -151,6 +151,8 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
 def grafana_variables(ctx: Live, instance: str, end: float) -> dict[str, str]:
     return {
         "job": JOB,
+        "site": ".*",  # All: the stack's targets carry no site or role label, and All must still match them
+        "role": ".*",
         "instance": instance,
         "interface": ".+",
         "__rate_interval": RATE_INTERVAL,
