@@ -338,7 +338,8 @@ def test_unit_file_passes_systemd_analyze(deployment: Deployment) -> None:
     assert (verify.returncode, verify.stdout, verify.stderr) == (0, "", "")
     unit = read_unit()
     assert unit["ExecStart"] == (f"{VENV}/bin/pktagent --log-level info run --config {CONFIG_DIR}/config.yml --web.config.file {CONFIG_DIR}/web-config.yml")
-    assert {k: unit[k] for k in ("User", "Group", "AmbientCapabilities", "CapabilityBoundingSet", "StateDirectory", "Restart")} == {
+    assert {k: unit[k] for k in ("User", "Group", "AmbientCapabilities", "CapabilityBoundingSet", "StateDirectory", "Restart", "LimitNOFILE")} == {
+        "LimitNOFILE": "65536",  # systemd's default of 1024 ran out under 1,100 idle scrape connections
         "User": NAME,
         "Group": NAME,
         "AmbientCapabilities": "CAP_NET_RAW",
