@@ -5,7 +5,7 @@ service step off (no systemd as PID 1 here; tests/dist/test_systemd.py boots one
 check mode on the fresh host, for real (the default install: a bundle built on the controller with
 `make bundle`, installed offline with --require-hashes), again (no change), in check mode on the
 converged host (no change), and at the end with ``pktagent_state: absent``. The install is a test instance: user, unit and
-directories are all named ``pktagent-test``, so the test never touches a real deployment, and it
+directories are all named ``pktagent-test<pid>``, so the test never touches a real deployment nor another run, and it
 removes them when it ends. The installed agent is then started the way its unit starts it (the
 unit's user, ambient capabilities and command line, under setpriv) inside the receiver namespace
 of the ``veth`` fixture, and counts exactly what tcpreplay sends from the sender namespace.
@@ -43,7 +43,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from agent import __version__
 
 HOST = "pktagent-ci"
-NAME = "pktagent-test"  # user, group, unit and directories of the test instance
+# User, group, unit and directories of the test instance: the pid keeps two runs on one machine apart.
+NAME = f"pktagent-test{os.getpid() % 100000}"
 INSTALL_DIR = Path("/opt") / NAME
 CONFIG_DIR = Path("/etc") / NAME
 STATE_DIR = Path("/var/lib") / NAME
