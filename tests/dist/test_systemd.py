@@ -1,8 +1,8 @@
 """The bundle's service under a real systemd: a Debian bookworm root booted with `systemd-nspawn --boot`, systemd as its PID 1.
 
-The container runs in the receiver namespace of a veth pair (tests/netns.py), so the service
-captures on the veth the test gives it and tcpreplay sends from the sender namespace; nothing
-reaches any other network. Inside, `sh install.sh` installs the x86_64 bundle (built here with
+The container has a network namespace of its own, into which the receiver end of a veth pair
+(tests/netns.py) is moved, so the service captures on the veth the test gives it and tcpreplay
+sends from the sender namespace; nothing reaches any other network. Inside, `sh install.sh` installs the x86_64 bundle (built here with
 `make bundle`) and enables and starts the unit; then the unit is checked running as its user
 with CAP_NET_RAW alone, counting a known capture exactly, restarted by systemd after a crash,
 reloaded, stopped cleanly, and removed by `install.sh --uninstall`.
@@ -88,7 +88,7 @@ def boot(root: Path, veth: VethPair, log: Path) -> tuple[subprocess.Popen[str], 
     machine = f"pktagent-dist-{os.getpid()}"
     cmd = [
         "systemd-nspawn", "--boot", "--quiet", f"--directory={root}", f"--machine={machine}", "--register=no", "--keep-unit",
-        f"--network-namespace-path=/run/netns/{veth.receiver}", "--console=pipe",
+        "--private-network", "--console=pipe",
     ]  # fmt: skip
     with log.open("w") as out:  # the child keeps its own copy of the descriptor
         nspawn = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True)
@@ -98,7 +98,15 @@ def boot(root: Path, veth: VethPair, log: Path) -> tuple[subprocess.Popen[str], 
         assert nspawn.poll() is None, log.read_text()
         return int(children[0]) if children else 0
 
-    return nspawn, until(leader, "systemd-nspawn's container", timeout=60)
+    pid = until(leader, "systemd-nspawn's container", timeout=60)
+    # The receiver's end of the veth moves into the container's own network namespace. (Booting in the
+    # receiver namespace itself, --network-namespace-path, leaves the host's /sys/class/net in the container.)
+    subprocess.run(["ip", "-n", veth.receiver, "link", "set", veth.rx, "down"], check=True)
+    subprocess.run(["ip", "-n", veth.receiver, "link", "set", veth.rx, "netns", str(pid)], check=True)
+    in_netns = ["nsenter", "-t", str(pid), "-n"]
+    subprocess.run([*in_netns, "sysctl", "-qw", f"net.ipv6.conf.{veth.rx}.disable_ipv6=1"], check=True)  # no chatter of its own on the wire
+    subprocess.run([*in_netns, "ip", "link", "set", veth.rx, "up"], check=True)
+    return nspawn, pid
 
 
 @pytest.fixture(scope="module")
