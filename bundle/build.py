@@ -233,7 +233,8 @@ def build(platform: str, python: str, out: Path) -> Path:
             keep.update((w.name, w) for w in locked)
         for wheel in keep.values():  # only what the target needs: pip may have added wheels for this machine's markers
             shutil.copy2(wheel.path, tree / "wheels" / wheel.path.name)
-        shutil.copy2(HERE / "install.sh", tree / "install.sh")
+        for script in ("install.sh", "sync_venv.py"):
+            shutil.copy2(HERE / script, tree / script)
         shutil.copy2(HERE / "config.yml", tree / "config.yml")
         (tree / "pktagent.service").write_text(render_unit())
         fields = {"VERSION": __version__, "REVISION": build_info["revision"], "BUILD_DATE": build_info["build_date"], "PLATFORM": platform}

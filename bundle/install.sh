@@ -70,11 +70,6 @@ create_account() {
             --comment "pktagent network traffic exporter" "$ACCOUNT"
 }
 
-# pip of the venv, told nothing by the host's pip configuration or environment: the bundle is the only source.
-venv_pip() {
-    PIP_CONFIG_FILE=/dev/null "$VENV/bin/python" -m pip --disable-pip-version-check --no-input --no-cache-dir "$@"
-}
-
 install_software() {
     if [ -x "$VENV/bin/python" ] && [ "$("$VENV/bin/python" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)" != "$py" ]; then
         say "the system's Python changed: making $VENV anew"
@@ -82,24 +77,8 @@ install_software() {
     fi
     mkdir -p "$PREFIX"
     [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
-    for var in $(env | sed -n 's/^\(PIP_[A-Z0-9_]*\)=.*/\1/p'); do unset "$var"; done
-    venv_pip install --quiet --no-index --find-links "$HERE/wheels" --only-binary :all: --require-hashes -r "$HERE/$LOCK"
-    # pip keeps an installed release of the same version: pktagent itself is always put in place.
-    grep '^pktagent==' "$HERE/$LOCK" >"$PREFIX/pktagent.lock"
-    venv_pip install --quiet --no-index --find-links "$HERE/wheels" --no-deps --force-reinstall --require-hashes -r "$PREFIX/pktagent.lock"
-    rm -f "$PREFIX/pktagent.lock"
-    # What an older bundle had and this one does not (or --grpc's exporter, when installing without it).
-    extra=$("$VENV/bin/python" - "$HERE/$LOCK" <<'EOF'
-import re, sys
-from importlib import metadata
-norm = lambda name: re.sub(r"[-_.]+", "-", name).lower()
-wanted = {norm(line.split("==")[0]) for line in open(sys.argv[1]) if "==" in line and not line.startswith("#")}
-installed = {norm(d.metadata["Name"]) for d in metadata.distributions()}
-print(" ".join(sorted(installed - wanted - {"pip", "setuptools", "wheel"})))
-EOF
-)
-    # shellcheck disable=SC2086
-    [ -z "$extra" ] || venv_pip uninstall --quiet --yes $extra
+    # The lock's wheels, sha256-checked, from the bundle alone; pktagent always put back; what the lock lacks removed.
+    "$VENV/bin/python" "$HERE/sync_venv.py" "$HERE" "$HERE/$LOCK" "$PREFIX/installed.lock"
     cp "$HERE/bundle.env" "$PREFIX/bundle.env"
     cp "$HERE/install.sh" "$PREFIX/install.sh"
 }

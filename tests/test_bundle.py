@@ -207,7 +207,7 @@ def test_bundle_unit_is_the_roles_template_with_its_defaults() -> None:
         "NoNewPrivileges": "yes",
         "LimitNOFILE": "65536",
     }
-    assert (unit["StateDirectory"], unit["ProtectSystem"], unit["ExecReload"]) == ("pktagent", "strict", "/bin/kill -HUP $MAINPID")
+    assert (unit["StateDirectory"], unit["ProtectSystem"], unit["ExecReload"]) == ("pktagent", "strict", "/bin/sh -c 'kill -HUP $MAINPID'")
 
 
 def test_default_config_passes_check_config() -> None:

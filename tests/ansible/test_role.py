@@ -1,8 +1,11 @@
 """A real run of the pktagent role on this machine, and the agent it installs capturing as its service user.
 
-site.yml runs twice against a one-host inventory (connection local, become root through su) with
-the service step off (no systemd as PID 1 here). The install is a test instance: user, unit and
-directories are all named ``pktagent-test``, so the test never touches a real deployment, and it
+site.yml runs against a one-host inventory (connection local, become root through su) with the
+service step off (no systemd as PID 1 here; tests/dist/test_systemd.py boots one for the unit): in
+check mode on the fresh host, for real (the default install: a bundle built on the controller with
+`make bundle`, installed offline with --require-hashes), again (no change), in check mode on the
+converged host (no change), and at the end with ``pktagent_state: absent``. The install is a test instance: user, unit and
+directories are all named ``pktagent-test<pid>``, so the test never touches a real deployment nor another run, and it
 removes them when it ends. The installed agent is then started the way its unit starts it (the
 unit's user, ambient capabilities and command line, under setpriv) inside the receiver namespace
 of the ``veth`` fixture, and counts exactly what tcpreplay sends from the sender namespace.
@@ -14,6 +17,8 @@ import configparser
 import grp
 import importlib.util
 import json
+import os
+import platform
 import pwd
 import re
 import shlex
@@ -23,7 +28,6 @@ import stat
 import subprocess
 import sys
 import time
-import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +35,7 @@ from pathlib import Path
 import pcapgen as g
 import pytest
 import yaml
-from ansible_cli import ANSIBLE, BIN, ansible_tool, run_ansible
+from ansible_cli import ANSIBLE, ansible_tool, run_ansible
 from conftest import ROOT, need, need_root, need_tool
 from netns import VethPair
 from prometheus_client.parser import text_string_to_metric_families
@@ -39,7 +43,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from agent import __version__
 
 HOST = "pktagent-ci"
-NAME = "pktagent-test"  # user, group, unit and directories of the test instance
+# User, group, unit and directories of the test instance: the pid keeps two runs on one machine apart.
+NAME = f"pktagent-test{os.getpid() % 100000}"
 INSTALL_DIR = Path("/opt") / NAME
 CONFIG_DIR = Path("/etc") / NAME
 STATE_DIR = Path("/var/lib") / NAME
@@ -116,6 +121,8 @@ class Deployment:
     file_sd: Path
     first: Run
     second: Run
+    check_fresh: Run
+    check_converged: Run
 
 
 @pytest.fixture(scope="module")
@@ -127,16 +134,10 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
     for module in ("passlib", "bcrypt"):  # password_hash('bcrypt') on the controller
         need(importlib.util.find_spec(module) is not None, f"the {module} module (pip install -e '.[dev]' installs libpass and bcrypt)")
     work = tmp_path_factory.mktemp("ansible")
-    built = subprocess.run(
-        [str(BIN / "pip"), "wheel", "--quiet", "--no-deps", "-w", str(work / "dist"), str(ROOT)], capture_output=True, text=True, timeout=300
-    )
-    assert built.returncode == 0, built.stderr
-    (wheel,) = (work / "dist").glob("pktagent-*.whl")
     file_sd = work / "file_sd"
     agent_vars = local_host(
         ansible_become_method="su",
         pktagent_version=__version__,
-        pktagent_wheel=str(wheel),
         pktagent_manage_service=False,
         pktagent_service_name=NAME,
         pktagent_system_user=NAME,
@@ -160,13 +161,23 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
     inventory = write_inventory(work / "inventory.yml", {HOST: agent_vars}, {HOST: {"pktagent_file_sd_dir": str(file_sd)}})
     remove_test_instance()  # what an interrupted earlier run left
     try:
+        check_fresh = ansible_playbook(inventory, "--check")
+        assert check_fresh.returncode == 0, check_fresh.output[-6000:]
+        assert not INSTALL_DIR.exists() and not CONFIG_DIR.exists() and not UNIT.exists()  # check mode changed nothing
         first = ansible_playbook(inventory, "--diff")
         assert first.returncode == 0, first.output[-6000:]
         second = ansible_playbook(inventory, "-v")
         assert second.returncode == 0, second.output[-6000:]
-        yield Deployment(work, inventory, file_sd, first, second)
+        check_converged = ansible_playbook(inventory, "--check", "--diff")
+        assert check_converged.returncode == 0, check_converged.output[-6000:]
+        yield Deployment(work, inventory, file_sd, first, second, check_fresh, check_converged)
     finally:
         remove_test_instance()
+
+
+def bundle_tree() -> Path:
+    """The unpacked bundle the role left on the host."""
+    return INSTALL_DIR / "bundles" / f"pktagent-{__version__}-linux_{platform.machine()}"
 
 
 def read_unit(path: Path = UNIT) -> dict[str, str]:
@@ -187,8 +198,10 @@ def test_first_run_installs_everything(deployment: Deployment) -> None:
         "pktagent : Create the pktagent system group",
         "pktagent : Create the pktagent system user, without a login shell",
         "pktagent : Create the install directories",
-        "pktagent : Copy the pktagent wheel from the controller",
-        "pktagent : Install pktagent and its dependencies into the virtual environment",
+        "pktagent : Copy the bundle to the host",
+        "pktagent : Unpack the bundle",
+        "pktagent : Create the virtual environment with the system's Python",
+        "pktagent : Install pktagent from the bundle's wheels, each checked against the lock's sha256",
         "pktagent : Create the config directory",
         "pktagent : Write the agent's config, checked by pktagent check-config",
         "pktagent : Write the web config (TLS, basic auth with bcrypt hashes)",
@@ -207,7 +220,31 @@ def test_second_run_changes_nothing(deployment: Deployment) -> None:
     recap = deployment.second.recap[HOST]
     assert (recap["changed"], recap["failed"], recap["unreachable"]) == (0, 0, 0)
     assert deployment.second.changed == []
-    assert recap["ok"] == deployment.first.recap[HOST]["ok"]
+    # Same bundle, same lock: the install step is skipped on a converged host.
+    task = "TASK [pktagent : Install pktagent from the bundle's wheels, each checked against the lock's sha256]"
+    assert "skipping: [pktagent-ci]" in deployment.second.output.split(task)[1].split("TASK [")[0]
+
+
+def test_check_mode_on_a_fresh_host(deployment: Deployment) -> None:
+    """--check before anything is installed: no failure (nothing to ask the missing agent), and it names what it would change."""
+    run = deployment.check_fresh
+    assert (run.recap[HOST]["failed"], run.recap[HOST]["unreachable"]) == (0, 0)
+    for task in (
+        "pktagent : Create the pktagent system user, without a login shell",
+        "pktagent : Copy the bundle to the host",
+        "pktagent : Create the virtual environment with the system's Python",
+        "pktagent : Write the systemd unit",
+    ):
+        assert task in run.changed, task
+    assert "TASK [pktagent : Read the installed version]" in run.output
+    assert "skipping: [pktagent-ci]" in run.output.split("TASK [pktagent : Read the installed version]")[1].split("TASK [")[0]
+
+
+def test_check_mode_on_a_converged_host_changes_nothing(deployment: Deployment) -> None:
+    recap = deployment.check_converged.recap[HOST]
+    assert (recap["changed"], recap["failed"], recap["unreachable"]) == (0, 0, 0)
+    assert deployment.check_converged.changed == []
+    assert "--- before" not in deployment.check_converged.output  # --diff: no file would differ
 
 
 def test_secrets_stay_out_of_the_output(deployment: Deployment) -> None:
@@ -238,9 +275,23 @@ def test_virtualenv_has_the_pinned_version(deployment: Deployment) -> None:
     )
     assert version.stdout.strip() == __version__
     cli = subprocess.run([str(VENV / "bin" / "pktagent"), "--version"], capture_output=True, text=True, check=True)
-    assert cli.stdout.strip() == f"pktagent {__version__}"
+    bundle = dict(line.split("=", 1) for line in (bundle_tree() / "bundle.env").read_text().splitlines())
+    assert cli.stdout.splitlines()[0] == f"pktagent, version {__version__} (revision: {bundle['BUNDLE_REVISION'].strip(chr(39))})"
     # Built on the system's Python, not on the controller's.
     assert f"home = {Path(SYSTEM_PYTHON).parent}" in (VENV / "pyvenv.cfg").read_text()
+
+
+def test_venv_holds_exactly_the_bundles_locked_wheels(deployment: Deployment) -> None:
+    """The default install: the bundle make built on the controller, copied, and installed from its own wheels alone."""
+    lock = (bundle_tree() / "requirements.lock").read_text()
+    assert (INSTALL_DIR / "installed.lock").read_text() == lock
+    built = ROOT / "dist" / f"{bundle_tree().name}.tar.gz"
+    assert (INSTALL_DIR / "bundles" / built.name).read_bytes() == built.read_bytes()
+    locked = sorted(line.split(" ")[0] for line in lock.splitlines() if "==" in line)
+    assert all(" --hash=sha256:" in line for line in lock.splitlines() if "==" in line)
+    freeze = subprocess.run([str(VENV / "bin" / "python"), "-m", "pip", "freeze", "--all"], capture_output=True, text=True, check=True)
+    installed = sorted(line.lower().replace("_", "-") for line in freeze.stdout.splitlines() if not line.startswith(("pip==", "setuptools==")))
+    assert installed == locked
 
 
 def test_config_passes_check_config(deployment: Deployment) -> None:
@@ -288,7 +339,8 @@ def test_unit_file_passes_systemd_analyze(deployment: Deployment) -> None:
     assert (verify.returncode, verify.stdout, verify.stderr) == (0, "", "")
     unit = read_unit()
     assert unit["ExecStart"] == (f"{VENV}/bin/pktagent --log-level info run --config {CONFIG_DIR}/config.yml --web.config.file {CONFIG_DIR}/web-config.yml")
-    assert {k: unit[k] for k in ("User", "Group", "AmbientCapabilities", "CapabilityBoundingSet", "StateDirectory", "Restart")} == {
+    assert {k: unit[k] for k in ("User", "Group", "AmbientCapabilities", "CapabilityBoundingSet", "StateDirectory", "Restart", "LimitNOFILE")} == {
+        "LimitNOFILE": "65536",  # systemd's default of 1024 ran out under 1,100 idle scrape connections
         "User": NAME,
         "Group": NAME,
         "AmbientCapabilities": "CAP_NET_RAW",
@@ -308,19 +360,29 @@ def test_unit_file_passes_systemd_analyze(deployment: Deployment) -> None:
     assert float(exposure[1]) < 4.0  # systemd calls < 4 "OK"; an unhardened service scores 9.6
 
 
-def test_rebuilt_wheel_of_the_same_version_is_reinstalled(deployment: Deployment) -> None:
-    """pip keeps an installed release when given a wheel of the same version; the role reinstalls a changed wheel."""
-    (wheel,) = (deployment.work / "dist").glob("pktagent-*.whl")
-    with zipfile.ZipFile(wheel, "a") as z:
-        z.comment = b"rebuilt"  # other bytes, same version and contents
-    run = ansible_playbook(deployment.inventory)
+def test_a_rebuilt_bundle_of_the_same_version_is_installed(deployment: Deployment) -> None:
+    """Another build (another build date baked into pktagent's wheel: other bytes, same version), given in pktagent_bundle:
+    copied, unpacked and installed; pktagent is replaced although pip would keep a release of the same version."""
+    out = deployment.work / "rebuilt"
+    built = subprocess.run(
+        ["make", "--no-print-directory", "bundle", f"PLATFORM=linux_{platform.machine()}", f"DIST={out}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "SOURCE_DATE_EPOCH": "1767225600"},
+    )
+    assert built.returncode == 0, built.stdout + built.stderr
+    (bundle,) = out.glob("pktagent-*.tar.gz")
+    run = ansible_playbook(deployment.inventory, "-e", json.dumps({"pktagent_bundle": str(bundle)}))
     assert run.returncode == 0, run.output[-6000:]
     assert run.changed == [
-        "pktagent : Copy the pktagent wheel from the controller",
-        "pktagent : Reinstall pktagent from a changed wheel of the same version",
+        "pktagent : Copy the bundle to the host",
+        "pktagent : Unpack the bundle",
+        "pktagent : Install pktagent from the bundle's wheels, each checked against the lock's sha256",
     ]
-    assert run.recap[HOST]["changed"] == 2
-    assert "Successfully installed pktagent" not in run.output  # no -v: only the task lines
+    cli = subprocess.run([str(VENV / "bin" / "pktagent"), "--version"], capture_output=True, text=True, check=True)
+    assert cli.stdout.splitlines()[1] == "  build date:       20260101-00:00:00"
 
 
 def test_file_sd_targets_pass_promtool(deployment: Deployment) -> None:
@@ -569,10 +631,14 @@ def test_otlp_over_grpc_installs_the_grpc_exporter(deployment: Deployment, veth:
     """
     run = ansible_playbook(deployment.inventory, "-e", json.dumps({"pktagent_otlp_protocol": "grpc", "pktagent_otlp_endpoint": "http://127.0.0.1:4317"}))
     assert run.returncode == 0, run.output[-6000:]
+    # The default bundle again (the test before installed a rebuilt one), now with the gRPC lock.
     assert run.changed == [
-        "pktagent : Install pktagent and its dependencies into the virtual environment",
+        "pktagent : Copy the bundle to the host",
+        "pktagent : Unpack the bundle",
+        "pktagent : Install pktagent from the bundle's wheels, each checked against the lock's sha256",
         "pktagent : Write the agent's config, checked by pktagent check-config",
     ]
+    assert (INSTALL_DIR / "installed.lock").read_text() == (bundle_tree() / "requirements-grpc.lock").read_text()
     assert OTLP_TOKEN not in run.output
     otlp = yaml.safe_load((CONFIG_DIR / "config.yml").read_text())["otlp"]
     assert (otlp["protocol"], otlp["endpoint"]) == ("grpc", "http://127.0.0.1:4317")
@@ -644,3 +710,35 @@ def test_rollout_stops_at_the_first_host_that_fails(tmp_path: Path) -> None:
     assert "ci-c" not in run.recap and "[ci-c]" not in run.output
     assert "Write Prometheus file_sd targets" not in run.output
     assert not (tmp_path / "file_sd").exists()
+
+
+# -- removal: the last of the deployment's tests ----------------------------------------------------------
+
+
+def test_state_absent_removes_the_software_then_purge_the_rest(deployment: Deployment) -> None:
+    """pktagent_state: absent keeps the config, the state directory and the user (like install.sh --uninstall); pktagent_purge removes them."""
+    STATE_DIR.mkdir(mode=0o750, exist_ok=True)
+    (STATE_DIR / "devices.db").write_bytes(b"state")
+    check = ansible_playbook(deployment.inventory, "--check", "-e", json.dumps({"pktagent_state": "absent"}))
+    assert check.returncode == 0, check.output[-6000:]
+    assert VENV.exists() and UNIT.exists()  # check mode removed nothing
+    run = ansible_playbook(deployment.inventory, "-e", json.dumps({"pktagent_state": "absent"}))
+    assert run.returncode == 0, run.output[-6000:]
+    assert run.changed == ["pktagent : Remove the unit", "pktagent : Remove the virtual environment and the bundles"]
+    assert check.changed == run.changed
+    assert not INSTALL_DIR.exists() and not UNIT.exists()
+    assert (CONFIG_DIR / "config.yml").exists() and (STATE_DIR / "devices.db").read_bytes() == b"state"
+    assert pwd.getpwnam(NAME).pw_name == NAME
+    again = ansible_playbook(deployment.inventory, "-e", json.dumps({"pktagent_state": "absent"}))
+    assert (again.returncode, again.changed) == (0, [])
+
+    purge = ansible_playbook(deployment.inventory, "-e", json.dumps({"pktagent_state": "absent", "pktagent_purge": True}))
+    assert purge.returncode == 0, purge.output[-6000:]
+    assert purge.changed == [
+        "pktagent : Remove the config and the state directory",
+        "pktagent : Remove the system user",
+        "pktagent : Remove the system group",
+    ]
+    assert not CONFIG_DIR.exists() and not STATE_DIR.exists()
+    with pytest.raises(KeyError):
+        pwd.getpwnam(NAME)
