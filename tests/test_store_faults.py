@@ -121,13 +121,15 @@ def test_a_write_on_a_full_disk_is_logged_as_disk_full_and_retried(small_disk: P
         for i in range(1, 40):  # more than the few pages left can hold
             registry.devices[i] = Device(i, {f"02:00:00:00:00:{i:02x}"}, {f"10.0.0.{i}": 1.0}, {"dhcp": f"host-{i}-" + "x" * 4000}, 1.0, 1.0)
             registry.dirty.add(i)
-    with caplog.at_level(logging.DEBUG, logger="pktagent.store"):
-        assert writer.flush() is False
-    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warnings) == 1 and "disk full" in warnings[0], warnings
-    assert "cannot rollback" not in warnings[0]
-    assert writer.writes == {"ok": 0, "error": 1}
-    filler.unlink()
-    assert writer.flush() is True  # the changes were kept back for the next round
-    writer.stop()
+    try:
+        with caplog.at_level(logging.DEBUG, logger="pktagent.store"):
+            assert writer.flush() is False
+        warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert len(warnings) == 1 and "disk full" in warnings[0], warnings
+        assert "cannot rollback" not in warnings[0]
+        assert writer.writes == {"ok": 0, "error": 1}
+        filler.unlink()
+        assert writer.flush() is True  # the changes were kept back for the next round
+    finally:
+        writer.stop()
     assert len(read_devices(state)) == 39
