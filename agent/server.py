@@ -188,6 +188,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         super().setup()
+        self.rfile.close()  # the stdlib's reader: replaced by one with a deadline for the whole request head
         self._reader = _DeadlineReader(self.connection)
         self.rfile = io.BufferedReader(self._reader)  # type: ignore[assignment]
         self._requests = 0
