@@ -121,7 +121,11 @@ class _Server(ThreadingHTTPServer):
             if refused:
                 self.rejected[refused] += 1
         if not refused:
-            super().process_request(request, client_address)
+            try:
+                super().process_request(request, client_address)
+            except BaseException:  # no thread to give it back: give the slot back here
+                self._release(address)
+                raise
             return
         if self.security.tls is None:
             try:  # best effort, never blocking: this is the accepting thread
@@ -135,13 +139,15 @@ class _Server(ThreadingHTTPServer):
         try:
             super().process_request_thread(request, client_address)  # type: ignore[misc]
         finally:
-            with self._count_lock:
-                self.open_connections -= 1
-                address = client_address[0]
-                if self._by_address[address] > 1:
-                    self._by_address[address] -= 1
-                else:
-                    del self._by_address[address]
+            self._release(client_address[0])
+
+    def _release(self, address: str) -> None:
+        with self._count_lock:
+            self.open_connections -= 1
+            if self._by_address[address] > 1:
+                self._by_address[address] -= 1
+            else:
+                del self._by_address[address]
 
     def finish_request(self, request: Any, client_address: Any) -> None:
         """Runs in the connection's thread: the TLS handshake happens here, not in the accepting thread."""
