@@ -239,3 +239,47 @@ def test_run_pcap_loop_survives_a_connection_flood_with_few_descriptors(tmp_path
         assert agent.poll() is None
     log = (tmp_path / "agent.log").read_text()
     assert "Traceback" not in log and "Too many open files" not in log
+
+
+LOOP_WITHOUT_DESCRIPTORS = """
+import os, sys
+from pathlib import Path
+from agent._exceptions import CaptureError
+from agent.capture.offline import FileSource
+results = []
+for free in range(0, 6):
+    src = FileSource(Path(sys.argv[1]), loop=True)
+    first = src.read(100_000, 0.01)
+    held = []
+    try:
+        while True:
+            held.append(os.open("/dev/null", os.O_RDONLY))
+    except OSError:
+        pass
+    for fd in held[len(held) - free:] if free else []:
+        os.close(fd)
+    held = held[: len(held) - free] if free else held
+    try:
+        again = src.read(100_000, 0.01)  # the end of the file: it is opened again to loop
+        outcome = "read" if again is not None else "none"
+    except CaptureError as e:
+        outcome = "CaptureError"
+    except OSError as e:
+        outcome = "OSError"
+    for fd in held:
+        os.close(fd)
+    src.close()
+    results.append(outcome)
+print(" ".join(results))
+"""
+
+
+def test_a_looped_file_out_of_descriptors_is_a_capture_error_the_engine_retries(tmp_path: Path) -> None:
+    """Reopening a file to loop with 0-5 descriptors free: a CaptureError (retried with backoff), never an OSError that kills the agent."""
+    from known import mixed
+
+    capture = mixed().capture.write(tmp_path / "mixed.pcap")
+    out = subprocess.run([sys.executable, "-c", LOOP_WITHOUT_DESCRIPTORS, str(capture)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    # Two descriptors let the file be opened again (libpcap's handle and the map of the file).
+    assert out.stdout.split() == ["CaptureError", "CaptureError", "read", "read", "read", "read"]
