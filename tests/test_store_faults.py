@@ -74,7 +74,7 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
     try:
         yield where
     finally:
-        subprocess.run(["umount", str(where)], check=True)
+        subprocess.run(["umount", "--lazy", str(where)], check=True)  # lazy: a failed test may still hold a file open
         where.rmdir()
 
 
