@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -196,3 +197,89 @@ def test_a_slow_reader_of_the_response_is_dropped_at_the_write_timeout(sockets: 
         assert time.monotonic() - started > 0.3
     finally:
         server.close()
+
+
+def test_run_pcap_loop_survives_a_connection_flood_with_few_descriptors(tmp_path: Path) -> None:
+    """``pktagent run --pcap --loop`` limited to 128 descriptors, 200 idle connections from 20 addresses: it keeps replaying."""
+    from conftest import need_tool
+    from known import mixed
+    from prometheus_client.parser import text_string_to_metric_families
+    from test_prometheus_server import free_port, get, process
+
+    need_tool("prlimit")
+    capture = mixed().capture.write(tmp_path / "mixed.pcap")
+    port = free_port()
+    args = ["prlimit", "--nofile=128:128", "--", str(Path(sys.executable).parent / "pktagent"), "run", "--pcap", str(capture), "--loop"]
+    args += ["--listen", f"127.0.0.1:{port}", "--state-dir", str(tmp_path / "state")]
+
+    def figures() -> dict[tuple[str, str], float]:
+        status, body = get(f"http://127.0.0.1:{port}/metrics")
+        assert status == 200
+        return {
+            (s.name, s.labels.get("reason", "")): s.value
+            for f in text_string_to_metric_families(body.decode())
+            for s in f.samples
+            if s.name in ("pktagent_http_rejected_total", "pktagent_packets_captured_total")
+        }
+
+    opened: list[socket.socket] = []
+    with process(args, tmp_path / "agent.log", stop_within=5) as agent:
+        until(lambda: agent.poll() is not None or get(f"http://127.0.0.1:{port}/health")[0] == 200, "the agent to serve", timeout=30)
+        try:
+            for k in range(200):
+                opened.append(socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(f"127.0.1.{k % 20 + 1}", 0)))
+            refused = [s for s in opened if s.recv(100).startswith(b"HTTP/1.1 503")]
+            assert len(refused) == 200 - 64
+        finally:
+            for s in opened:
+                s.close()
+        first = until(lambda: (f := figures()) and f, "a scrape once the flood is gone")
+        later = until(lambda: (f := figures())[("pktagent_packets_captured_total", "")] > first[("pktagent_packets_captured_total", "")] and f, "more packets")
+        assert later[("pktagent_http_rejected_total", "connection_limit")] == 200 - 64
+        assert agent.poll() is None
+    log = (tmp_path / "agent.log").read_text()
+    assert "Traceback" not in log and "Too many open files" not in log
+
+
+LOOP_WITHOUT_DESCRIPTORS = """
+import os, sys
+from pathlib import Path
+from agent.errors import CaptureError
+from agent.capture.offline import FileSource
+results = []
+for free in range(0, 6):
+    src = FileSource(Path(sys.argv[1]), loop=True)
+    first = src.read(100_000, 0.01)
+    held = []
+    try:
+        while True:
+            held.append(os.open("/dev/null", os.O_RDONLY))
+    except OSError:
+        pass
+    for fd in held[len(held) - free:] if free else []:
+        os.close(fd)
+    held = held[: len(held) - free] if free else held
+    try:
+        again = src.read(100_000, 0.01)  # the end of the file: it is opened again to loop
+        outcome = "read" if again is not None else "none"
+    except CaptureError as e:
+        outcome = "CaptureError"
+    except OSError as e:
+        outcome = "OSError"
+    for fd in held:
+        os.close(fd)
+    src.close()
+    results.append(outcome)
+print(" ".join(results))
+"""
+
+
+def test_a_looped_file_out_of_descriptors_is_a_capture_error_the_engine_retries(tmp_path: Path) -> None:
+    """Reopening a file to loop with 0-5 descriptors free: a CaptureError (retried with backoff), never an OSError that kills the agent."""
+    from known import mixed
+
+    capture = mixed().capture.write(tmp_path / "mixed.pcap")
+    out = subprocess.run([sys.executable, "-c", LOOP_WITHOUT_DESCRIPTORS, str(capture)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    # Two descriptors let the file be opened again (libpcap's handle and the map of the file).
+    assert out.stdout.split() == ["CaptureError", "CaptureError", "read", "read", "read", "read"]

@@ -6,6 +6,7 @@ import gzip
 import http.client
 import logging
 import socket
+import ssl
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -232,13 +233,25 @@ def test_a_failing_snapshot_breaks_one_part_not_the_scrape() -> None:
     assert 'pktagent_exporter_errors_total{collector="snapshot"} 1.0' in second
 
 
-def test_a_client_leaving_mid_response_is_one_debug_line(server: MetricsServer, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("tls", [False, True])
+def test_a_client_leaving_mid_response_is_one_debug_line(
+    tls: bool, tmp_path: Path, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
+) -> None:
     big = huge_registry()
-    s = MetricsServer("127.0.0.1", 0, big, lambda: (200, HEALTH))
+    security, ctx = None, None
+    if tls:
+        from certs import make_pki
+
+        from agent.export import web
+
+        pki = make_pki(tmp_path)
+        security = web.from_mapping({"tls_server_config": {"cert_file": str(pki.server_cert), "key_file": str(pki.server_key)}})
+        ctx = ssl.create_default_context(cafile=str(pki.ca))
+    s = MetricsServer("127.0.0.1", 0, big, lambda: (200, HEALTH), security=security)
     s.start()
     caplog.set_level(logging.DEBUG, logger="pktagent.server")
     try:
-        leave_mid_response(s.port)
+        leave_mid_response(s.port, ctx)
         from waiting import until
 
         until(lambda: s.open_connections == 0, "the connection to be closed")
@@ -250,11 +263,12 @@ def test_a_client_leaving_mid_response_is_one_debug_line(server: MetricsServer, 
     assert "Traceback" not in capfd.readouterr().err
 
 
-def leave_mid_response(port: int) -> None:
+def leave_mid_response(port: int, ctx: ssl.SSLContext | None = None) -> None:
     import struct
 
-    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    raw = socket.create_connection(("127.0.0.1", port), timeout=5)
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock = ctx.wrap_socket(raw, server_hostname="127.0.0.1") if ctx else raw
     sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
     assert sock.recv(100).startswith(b"HTTP/1.1 200")
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close with a reset

@@ -57,7 +57,10 @@ def test_a_scrape_storm_loses_no_packet_and_every_exposition_adds_up(veth: VethP
     w = unique_home_mix(tmp_path / "w1-unique.pcap", FRAMES)
     assert w.frames == 19_560
     iface = veth.rx
-    with live_agent(veth, tmp_path, "--workers", str(workers)) as agent:
+    # 100 scrapes at once from one address: more than the web server's default bounds let in.
+    config = tmp_path / "storm.yml"
+    config.write_text(f"web:\n  max_connections: {2 * THREADS}\n  max_connections_per_address: {2 * THREADS}\n")
+    with live_agent(veth, tmp_path, "--workers", str(workers), "--config", str(config)) as agent:
         # 1. The rate without scrapes: lossless, every figure exact.
         first = Replay(veth, w.path, pps=PPS, loops=BASELINE_LOOPS)
         sent1 = first.wait(timeout=60)

@@ -91,8 +91,12 @@ class FileSource:
         self._clock, self._sleep = clock, sleep
         self._handle = open_file(self.path, bpf)
         self.linktype = int(self._handle.datalink())
-        self._lengths = WireLengths(self.path, filtered=bool(bpf))
-        self._map = None if bpf else PcapMap.open(self.path)
+        try:
+            self._lengths = WireLengths(self.path, filtered=bool(bpf))
+            self._map = None if bpf else PcapMap.open(self.path)
+        except OSError as e:  # out of file descriptors or memory: a capture error, retried, never a crash
+            self._handle.close()
+            raise CaptureError(f"cannot read capture file {self.path}: {e.strerror or e}") from None
         self._read = 0  # packets taken from the current pass over the file
         self._received = 0
         self._ended = False
@@ -213,9 +217,13 @@ class FileSource:
         self._lengths.close()
         if self._map is not None:
             self._map.close()
-        self._handle = open_file(self.path, self._bpf)
-        self._lengths = WireLengths(self.path, filtered=bool(self._bpf))
-        self._map = None if self._bpf else PcapMap.open(self.path)
+        self._map = None
+        try:
+            self._handle = open_file(self.path, self._bpf)
+            self._lengths = WireLengths(self.path, filtered=bool(self._bpf))
+            self._map = None if self._bpf else PcapMap.open(self.path)
+        except OSError as e:  # e.g. out of file descriptors: the engine reopens the file later
+            raise CaptureError(f"cannot reopen capture file {self.path} to loop: {e.strerror or e}") from None
         self._read = 0
         self._first_ts = None  # the next pass is moved onto the wall clock afresh
 

@@ -45,7 +45,7 @@ PLAIN_TO_TLS = b"HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain\r\nConnect
 TOO_MANY = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 21\r\nConnection: close\r\n\r\ntoo many connections\n"
 REASONS = ("connection_limit", "address_limit", "accept_failed", "read_timeout", "idle_timeout", "write_timeout", "auth_queue_full")
 ACCEPT_BACKOFF = 0.1  # out of file descriptors: wait this long before accepting again, never spin
-GZIP_LEVEL = 6  # Go's default, as promhttp uses: 29 KB of exposition -> about 3 KB
+GZIP_LEVEL = 6  # Go's default, as promhttp uses: the demo's 28.3 KB exposition -> 4.0 KB in 0.4 ms
 DISCONNECTED = (ConnectionError, ssl.SSLError, TimeoutError)  # the client went away or stalled: one debug line
 
 
@@ -121,7 +121,11 @@ class _Server(ThreadingHTTPServer):
             if refused:
                 self.rejected[refused] += 1
         if not refused:
-            super().process_request(request, client_address)
+            try:
+                super().process_request(request, client_address)
+            except BaseException:  # no thread to give it back: give the slot back here
+                self._release(address)
+                raise
             return
         if self.security.tls is None:
             try:  # best effort, never blocking: this is the accepting thread
@@ -135,13 +139,15 @@ class _Server(ThreadingHTTPServer):
         try:
             super().process_request_thread(request, client_address)  # type: ignore[misc]
         finally:
-            with self._count_lock:
-                self.open_connections -= 1
-                address = client_address[0]
-                if self._by_address[address] > 1:
-                    self._by_address[address] -= 1
-                else:
-                    del self._by_address[address]
+            self._release(client_address[0])
+
+    def _release(self, address: str) -> None:
+        with self._count_lock:
+            self.open_connections -= 1
+            if self._by_address[address] > 1:
+                self._by_address[address] -= 1
+            else:
+                del self._by_address[address]
 
     def finish_request(self, request: Any, client_address: Any) -> None:
         """Runs in the connection's thread: the TLS handshake happens here, not in the accepting thread."""
@@ -188,6 +194,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         super().setup()
+        self.rfile.close()  # the stdlib's reader: replaced by one with a deadline for the whole request head
         self._reader = _DeadlineReader(self.connection)
         self.rfile = io.BufferedReader(self._reader)  # type: ignore[assignment]
         self._requests = 0

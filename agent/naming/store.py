@@ -4,12 +4,17 @@ WAL mode, a versioned schema (``PRAGMA user_version``) with migrations applied i
 Writes never happen on the packet path: ``StoreWriter`` takes the registry's changes every few
 seconds in its own thread and writes them in one transaction; if the database is locked or slow
 the changes wait for the next round and the failure is counted — capture never waits for it.
-A file that is corrupt or unreadable is moved aside with a warning and a fresh one started.
+A file that is corrupt, or whose contents do not add up (a row of a device that is not there, a
+table without its columns), is moved aside with a warning and a fresh one started; a file that
+cannot be used for another reason (a full disk, no permission) is left as it is and the agent
+runs without it, so a passing fault never costs the devices learned.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -36,6 +41,29 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
 )
 
 
+SQLITE_IOERR, SQLITE_CORRUPT, SQLITE_FULL, SQLITE_NOTADB = 10, 11, 13, 26
+
+
+class Damaged(sqlite3.DatabaseError):
+    """The file is a database, but not one of ours in a state we can use: move it aside."""
+
+
+def is_damage(e: sqlite3.Error) -> bool:
+    """Whether an error says the file itself is bad (only then may it be moved aside), not the disk or the permissions."""
+    code = getattr(e, "sqlite_errorcode", None)
+    return isinstance(e, Damaged) or (code is not None and code & 0xFF in (SQLITE_CORRUPT, SQLITE_NOTADB))
+
+
+def describe(e: sqlite3.Error, directory: str | Path | None = None) -> str:
+    """The error as the log should say it: a full disk as "disk full" (SQLite may say only "disk I/O error")."""
+    code = getattr(e, "sqlite_errorcode", None)
+    full = code is not None and code & 0xFF == SQLITE_FULL
+    if not full and code is not None and code & 0xFF == SQLITE_IOERR and directory is not None:
+        with contextlib.suppress(OSError):
+            full = os.statvfs(directory).f_bavail == 0
+    return f"disk full ({e})" if full else str(e)
+
+
 def _connect(path: Path, timeout_ms: int, read_only: bool = False) -> sqlite3.Connection:
     uri = f"file:{path}?mode=ro" if read_only else f"file:{path}"
     conn = sqlite3.connect(uri, uri=True, timeout=timeout_ms / 1000, check_same_thread=False, isolation_level=None)
@@ -55,30 +83,33 @@ class Store:
         self.recovered: str | None = None  # where a damaged file was moved, if one was
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self.conn = self._open()
-        except sqlite3.DatabaseError as e:
+            self.conn, self._devices = self._open()
+        except sqlite3.Error as e:
+            if not is_damage(e):
+                raise  # the disk or the permissions, not the file: leave it for the next start
             self.recovered = self._move_aside(str(e))
-            self.conn = self._open()
+            self.conn, self._devices = self._open()
 
-    def _open(self) -> sqlite3.Connection:
+    def _open(self) -> tuple[sqlite3.Connection, list[Device]]:
         conn = _connect(self.path, self.timeout_ms)
         try:
             if conn.execute("PRAGMA quick_check").fetchone()[0] != "ok":
-                raise sqlite3.DatabaseError("integrity check failed")
+                raise Damaged("integrity check failed")
             conn.execute("PRAGMA journal_mode = WAL")
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             if version > len(MIGRATIONS):
-                raise sqlite3.DatabaseError(f"schema version {version} is newer than this pktagent knows ({len(MIGRATIONS)})")
+                raise Damaged(f"schema version {version} is newer than this pktagent knows ({len(MIGRATIONS)})")
             for number, steps in enumerate(MIGRATIONS[version:], start=version + 1):
                 conn.execute("BEGIN")
                 for step in steps:
                     conn.execute(step)
                 conn.execute(f"PRAGMA user_version = {number}")
                 conn.execute("COMMIT")
-        except sqlite3.DatabaseError:
+            devices = _load(conn)  # what quick_check does not see: rows that do not add up, wrong columns
+        except sqlite3.Error:
             conn.close()
             raise
-        return conn
+        return conn, devices
 
     def _move_aside(self, reason: str) -> str:
         aside = self.path.with_name(f"{FILENAME}.damaged-{time.strftime('%Y%m%dT%H%M%S')}")
@@ -90,7 +121,8 @@ class Store:
         return str(aside)
 
     def load(self) -> list[Device]:
-        return _load(self.conn)
+        """The devices the file held when it was opened (read and checked then)."""
+        return self._devices
 
     def write(self, changed: Iterable[Device], removed: Iterable[int]) -> None:
         """Write changed devices and delete removed ones, in one transaction."""
@@ -111,7 +143,13 @@ class Store:
                 c.executemany("INSERT INTO names (device_id, source, name) VALUES (?, ?, ?)", [(d.id, s, n) for s, n in d.names.items()])
             c.execute("COMMIT")
         except BaseException:
-            c.execute("ROLLBACK")
+            # SQLite rolls back by itself on some errors (a full disk); a second ROLLBACK would
+            # fail with "cannot rollback" and hide the error that matters.
+            if c.in_transaction:
+                try:
+                    c.execute("ROLLBACK")
+                except sqlite3.Error as e:
+                    log.debug("rollback after a failed write: %s", e)
             raise
 
     def close(self) -> None:
@@ -119,15 +157,32 @@ class Store:
 
 
 def _load(conn: sqlite3.Connection) -> list[Device]:
+    """Every device, or ``Damaged`` when the contents do not add up."""
     devices: dict[int, Device] = {}
-    for row in conn.execute("SELECT id, first_seen, last_seen, client_id, vendor_class, linked_to FROM devices"):
-        devices[row[0]] = Device(row[0], first_seen=row[1], last_seen=row[2], client_id=row[3], vendor_class=row[4], linked_to=row[5])
-    for mac, device_id in conn.execute("SELECT mac, device_id FROM macs"):
-        devices[device_id].macs.add(mac)
-    for address, device_id, seen in conn.execute("SELECT address, device_id, last_seen FROM addresses"):
-        devices[device_id].addresses[address] = seen
-    for device_id, source, name in conn.execute("SELECT device_id, source, name FROM names"):
-        devices[device_id].names[source] = name
+
+    def owner(table: str, device_id: object) -> Device:
+        d = devices.get(device_id) if isinstance(device_id, int) else None
+        if d is None:
+            raise Damaged(f"inconsistent: a row of {table} belongs to device {device_id!r}, which is not there")
+        return d
+
+    try:
+        for row in conn.execute("SELECT id, first_seen, last_seen, client_id, vendor_class, linked_to FROM devices"):
+            if not isinstance(row[0], int) or not all(isinstance(t, (int, float)) for t in row[1:3]):
+                raise Damaged(f"inconsistent: device row {row[:3]!r} has the wrong types")
+            devices[row[0]] = Device(row[0], first_seen=float(row[1]), last_seen=float(row[2]), client_id=row[3], vendor_class=row[4], linked_to=row[5])
+        for mac, device_id in conn.execute("SELECT mac, device_id FROM macs"):
+            owner("macs", device_id).macs.add(str(mac))
+        for address, device_id, seen in conn.execute("SELECT address, device_id, last_seen FROM addresses"):
+            owner("addresses", device_id).addresses[str(address)] = float(seen)
+        for device_id, source, name in conn.execute("SELECT device_id, source, name FROM names"):
+            owner("names", device_id).names[str(source)] = str(name)
+    except sqlite3.OperationalError as e:
+        if "no such" not in str(e):  # "no such column", "no such table": not the schema we wrote
+            raise
+        raise Damaged(f"inconsistent: {e}") from None
+    except (TypeError, ValueError) as e:
+        raise Damaged(f"inconsistent: {e}") from None
     return sorted(devices.values(), key=lambda d: d.id)
 
 
@@ -142,8 +197,10 @@ def read_devices(state_dir: str | Path) -> list[Device]:
             return _load(conn)
         finally:
             conn.close()
-    except sqlite3.DatabaseError as e:
-        raise StoreError(f"cannot read the device database {path}: {e}") from None
+    except Damaged as e:
+        raise StoreError(f"the device database {path} is damaged ({e}): the agent moves it aside at its next start") from None
+    except sqlite3.Error as e:
+        raise StoreError(f"cannot read the device database {path}: {describe(e)}") from None
 
 
 class StoreWriter:
@@ -170,7 +227,7 @@ class StoreWriter:
                 self.registry.dirty.update(d.id for d in changed if d.id in self.registry.devices)
                 self.registry.removed.update(removed)
             self.writes["error"] += 1
-            log.warning("could not write the device database %s (%s); will retry", self.store.path, e)
+            log.warning("could not write the device database %s (%s); will retry", self.store.path, describe(e, self.store.path.parent))
             return False
         self.writes["ok"] += 1
         return True

@@ -39,7 +39,7 @@ def open_store(config: Config) -> Any:
     import sqlite3
 
     from agent.naming.registry import Registry
-    from agent.naming.store import Store, StoreWriter
+    from agent.naming.store import Store, StoreWriter, describe
 
     try:
         store = Store(config.state_dir)
@@ -47,7 +47,7 @@ def open_store(config: Config) -> Any:
         log.warning(
             "the device database in %s cannot be used (%s): names learned now will not survive a restart; set state_dir or --state-dir",
             config.state_dir,
-            getattr(e, "strerror", None) or e,
+            describe(e, config.state_dir) if isinstance(e, sqlite3.Error) else (e.strerror or e),
         )
         return None
     return StoreWriter(Registry(config.devices.max_devices), store, config.devices.store_interval_seconds)

@@ -6,6 +6,7 @@ import doctest
 import re
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import grafana_exprs as gx
@@ -289,7 +290,7 @@ def test_readme_describes_every_dashboard() -> None:
 
 
 def test_the_site_labels_are_the_ones_the_ansible_role_writes() -> None:
-    template = (HERE.parents[1] / "ansible" / "roles" / "pktagent" / "templates" / "file_sd.json.j2").read_text()
+    template = (Path(__file__).resolve().parents[2] / "ansible" / "roles" / "pktagent" / "templates" / "file_sd.json.j2").read_text()
     assert "{'site':" in template and "'role':" in template
 
 
