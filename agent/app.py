@@ -82,7 +82,7 @@ def interface_names(cfg: Config) -> list[str]:
 
 def open_live(cfg: Config, names: list[str], i: int, fanout_group: int | None = None) -> Source:
     """Open a live capture on interface number ``i`` with the config's settings."""
-    from agent.capture.live import LiveSource
+    from agent.capture.live import LiveSource, block_timeout_ms, ring_bytes
 
     c = cfg.capture
     return LiveSource(
@@ -90,10 +90,11 @@ def open_live(cfg: Config, names: list[str], i: int, fanout_group: int | None = 
         index=i,
         snaplen=c.snaplen,
         promiscuous=c.promiscuous,
-        buffer_bytes=c.buffer_bytes,
+        buffer_bytes=c.buffer_bytes or ring_bytes(),
         bpf=c.bpf_filter or None,
-        block_timeout_ms=max(1, int(cfg.pipeline.batch_window_ms)),
+        block_timeout_ms=block_timeout_ms(cfg.pipeline.batch_window_ms / 1000),
         fanout_group=fanout_group,
+        max_bytes=cfg.pipeline.batch_bytes,
     )
 
 
@@ -118,6 +119,7 @@ class Agent:
             batch_size=config.pipeline.batch_size,
             window=config.pipeline.batch_window_ms / 1000,
             queue_capacity=config.pipeline.queue_capacity_packets,
+            queue_bytes=config.pipeline.queue_capacity_bytes,
             blocking=False,
         )
         security = web.load(config.web.config_file) if config.web.config_file else None

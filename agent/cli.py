@@ -136,7 +136,10 @@ def _progress(engine: Any, total_files: int, done: threading.Event) -> None:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     from agent import build_labels
+    from agent.capture._pcapy import tune_allocator
     from agent.replay import finish, replay_engine
+
+    tune_allocator()  # a replay at full speed; `run` keeps glibc's defaults, which give memory back
 
     cfg = resolve_config(args).replace("capture", pcap=tuple(args.files), interfaces=(), loop=False)
     writer = None
@@ -316,9 +319,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from agent.capture._pcapy import tune_allocator
-
-    tune_allocator()
     logging.basicConfig(level=getattr(logging, args.log_level.upper()), format="pktagent: %(levelname)s: %(message)s", stream=sys.stderr)
     try:
         result: int = args.func(args)

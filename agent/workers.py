@@ -150,6 +150,7 @@ class WorkerPool:
             batch_size=self.config.pipeline.batch_size,
             window=self.config.pipeline.batch_window_ms / 1000,
             queue_capacity=self.config.pipeline.queue_capacity_packets,
+            queue_bytes=self.config.pipeline.queue_capacity_bytes,
             blocking=False,
         )
         engine.open_all()

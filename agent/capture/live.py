@@ -1,8 +1,15 @@
 """Live capture from a network interface through libpcap, in non-blocking mode woken by poll.
 
 A blocking read on an idle interface does not return on libpcap's timeout, so the handle is
-non-blocking and the reader waits in ``poll`` on its file descriptor with a bounded wait:
-an idle link never holds up shutdown.
+non-blocking and the reader waits in ``poll`` on its file descriptor and on an eventfd that
+``wake`` writes to: an idle link never holds up shutdown.
+
+What a read costs is paid per wake-up and per batch, whatever the traffic, so both are kept
+few. The kernel hands packets over a TPACKET_V3 block at a time: a block is handed over when
+it is full or its timeout (a quarter of the batch window, at most 250 ms) expires, so a light
+link wakes the reader a few times a second, not a hundred. A batch is handed on when it holds
+``max_packets`` packets or ``max_bytes`` bytes, or when its oldest packet is ``window`` old:
+busy links hand over full batches often, light ones one batch per window.
 """
 
 from __future__ import annotations
@@ -24,7 +31,38 @@ PERMISSION_HINT = (
     "capturing needs CAP_NET_RAW: run as root, give the service AmbientCapabilities=CAP_NET_RAW (the Ansible role does), "
     "or `sudo setcap cap_net_raw+ep $(readlink -f .venv/bin/python3)`; `make demo` needs no privileges"
 )
-IDLE_WAIT = 0.2  # seconds a read waits on an idle link before handing back an empty batch
+IDLE_WAIT = 1.0  # seconds a read waits on an idle link before handing back an empty batch (kernel drop counts refresh then)
+MAX_BLOCK_TIMEOUT_MS = 250  # a packet waits at most this long in a kernel block before the reader sees it
+
+
+def block_timeout_ms(window: float) -> int:
+    """The TPACKET_V3 block timeout for a batch window (seconds): a quarter of it, 1-250 ms."""
+    return max(1, min(MAX_BLOCK_TIMEOUT_MS, int(window * 1000 / 4)))
+
+
+RING_PER_CORE = 2 << 20  # bytes of kernel ring per CPU core, when capture.buffer_bytes is 0
+RING_MIN, RING_MAX = 1 << 20, 32 << 20
+
+
+def ring_bytes(meminfo: str = "/proc/meminfo", cores: int | None = None) -> int:
+    """The kernel ring for a host: 2 MiB per core, at most 1/128 of its memory, within 1-32 MiB.
+
+    The ring holds what arrives while the capture thread is not reading; a host with more
+    cores sees more traffic and has the memory for it. A 512 MB Pi Zero 2 W gets 4 MiB, a
+    4-core Pi 4 8 MiB, this 2-core build VM 4 MiB, a 16-core server 32 MiB. Whatever it
+    cannot hold is counted in ``pktagent_packets_dropped_total{stage="kernel"}``.
+    """
+    cores = cores or os.cpu_count() or 1
+    total = 1 << 40
+    try:
+        with open(meminfo) as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    total = int(line.split()[1]) * 1024
+                    break
+    except (OSError, ValueError, IndexError):
+        pass
+    return max(RING_MIN, min(RING_MAX, cores * RING_PER_CORE, total // 128))
 
 
 def _is_up(interface: str) -> bool:
@@ -57,8 +95,10 @@ class LiveSource:
         bpf: str | None = None,
         block_timeout_ms: int = 10,
         fanout_group: int | None = None,
+        max_bytes: int = 4 << 20,
     ) -> None:
         self.name = interface
+        self.max_bytes = max_bytes
         self.index = index
         self.snaplen = snaplen
         if interface != "any" and os.path.isdir("/sys/class/net"):
@@ -97,6 +137,8 @@ class LiveSource:
         self.linktype = int(handle.datalink())
         self._poll = select.poll()
         self._poll.register(handle.getfd(), select.POLLIN | select.POLLERR | select.POLLHUP)
+        self._wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._poll.register(self._wake, select.POLLIN)
 
     def _open_error(self, message: str) -> CaptureError:
         lowered = message.lower()
@@ -108,10 +150,10 @@ class LiveSource:
 
     def read(self, max_packets: int, window: float) -> RawBatch | None:
         parts: list[tuple[bytes, bytes]] = []
-        got = 0
+        got = size = 0
         deadline: float | None = None
         idle_until = time.monotonic() + IDLE_WAIT
-        while got < max_packets:
+        while got < max_packets and size < self.max_bytes:
             try:
                 buf, meta = self._handle.next_batch(max_packets - got)
             except PcapError as e:
@@ -119,8 +161,12 @@ class LiveSource:
             if meta:
                 parts.append((buf, meta))
                 got += len(meta) // 16
+                size += len(buf)
                 if deadline is None:
-                    deadline = time.monotonic() + window
+                    # The window runs from the oldest packet's arrival: it may have waited in a kernel block.
+                    sec, usec = np.frombuffer(meta, np.uint32, 2).tolist()
+                    waited = min(max(0.0, time.time() - (sec + usec / 1e6)), window)
+                    deadline = time.monotonic() + window - waited
                 continue
             now = time.monotonic()
             until = deadline if deadline is not None else idle_until
@@ -130,6 +176,8 @@ class LiveSource:
                 events = self._poll.poll(max(1, int((until - now) * 1000)))
             except InterruptedError:
                 continue
+            if self._woken(events):
+                break
             if any(ev & (select.POLLERR | select.POLLHUP) for _, ev in events):
                 # The interface went down or away; next_batch reports the reason.
                 try:
@@ -138,6 +186,18 @@ class LiveSource:
                     raise CaptureError(f"capture on {self.name} failed: {e}") from None
                 raise CaptureError(f"capture on {self.name} failed: the interface went down or away")
         return self._batch(parts)
+
+    def _woken(self, events: list[tuple[int, int]]) -> bool:
+        if not any(fd == self._wake for fd, _ in events):
+            return False
+        with contextlib.suppress(BlockingIOError):
+            os.eventfd_read(self._wake)
+        return True
+
+    def wake(self) -> None:
+        """Make a waiting ``read`` return now with what it has (the engine is stopping)."""
+        with contextlib.suppress(OSError):
+            os.eventfd_write(self._wake, 1)
 
     def _batch(self, parts: list[tuple[bytes, bytes]]) -> RawBatch:
         if len(parts) == 1:
@@ -174,3 +234,5 @@ class LiveSource:
         with contextlib.suppress(KeyError, ValueError, PcapError):
             self._poll.unregister(self._handle.getfd())
         self._handle.close()
+        with contextlib.suppress(OSError):
+            os.close(self._wake)
