@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from agent import build_labels
@@ -45,6 +45,26 @@ def otlp_enabled(config: config_mod.OtlpConfig, environ: Mapping[str, str] = os.
     if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
         return False
     return config.enabled or bool(environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or environ.get("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"))
+
+
+def agent_memory(pids: Sequence[int], proc: str = "/proc") -> dict[str, int]:
+    """Resident and peak resident bytes of the agent's processes (this one and its workers), added up.
+
+    ``process_resident_memory_bytes`` is the process that serves the scrape alone; with
+    ``--workers N`` most of the agent is in the workers. Pages processes share (libraries,
+    what a worker inherited at the fork) count once per process: the sum is an upper bound.
+    """
+    rss = peak = counted = 0
+    for pid in pids:
+        try:
+            with open(f"{proc}/{pid}/status") as f:
+                fields = dict(line.split(":", 1) for line in f if line.startswith(("VmRSS:", "VmHWM:")))
+            rss += int(fields["VmRSS"].split()[0]) * 1024
+            peak += int(fields["VmHWM"].split()[0]) * 1024
+            counted += 1
+        except (OSError, KeyError, ValueError, IndexError):
+            continue  # a worker that has just gone
+    return {"resident": rss, "peak": peak, "processes": counted}
 
 
 def open_store(config: Config) -> Any:
@@ -164,6 +184,7 @@ class Agent:
         else:
             snap = self.engine.snapshot(**self.build)
         extra = dict(snap.extra)
+        extra["memory"] = agent_memory([os.getpid(), *(self.pool.pids() if self.pool is not None else ())])
         if self._otlp_counts is not None:
             extra["otlp_exports"] = self._otlp_counts.copy()
         if self.store_writer is not None:

@@ -200,7 +200,19 @@ def otlp(s: Snapshot) -> Iterator[Metric]:
         yield m
 
 
-FAMILIES: tuple[Family, ...] = (build_info, capture, decode_errors, traffic, processing, caches, flows, devices, otlp)
+def memory(s: Snapshot) -> Iterator[Metric]:
+    m = s.extra.get("memory")
+    if isinstance(m, dict):
+        yield GaugeMetricFamily(
+            f"{NS}_resident_memory_bytes",
+            "Resident memory of the whole agent: this process and its capture workers, added up (process_resident_memory_bytes is this process alone).",
+            value=m["resident"],
+        )
+        yield GaugeMetricFamily(f"{NS}_peak_resident_memory_bytes", "The agent's processes' peak resident memory (VmHWM), added up.", value=m["peak"])
+        yield GaugeMetricFamily(f"{NS}_processes", "Processes the agent runs: 1, or 1 + the workers.", value=m["processes"])
+
+
+FAMILIES: tuple[Family, ...] = (build_info, capture, decode_errors, traffic, processing, caches, flows, devices, otlp, memory)
 
 
 class SnapshotCollector(Collector):

@@ -71,6 +71,10 @@ class WorkerPool:
             for src in sources:
                 src.close()  # the worker holds its own copy of each handle
 
+    def pids(self) -> list[int]:
+        """The worker processes' ids (for the agent's memory)."""
+        return [p.pid for p in self._procs if p.pid is not None]
+
     def snapshot(self) -> Snapshot:
         """Every worker's snapshot, added up; learned names are passed on to the other workers on the way."""
         with self._lock:

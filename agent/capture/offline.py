@@ -231,7 +231,7 @@ class FileSource:
                 self._sleep(wait)
             return _slice(batch, 0, 0, self._shift, compact=False)
         # What is left stays a view of the read batch: only one is pending at a time.
-        self._pending = RawBatch(batch.iface, batch.linktype, batch.data, *(c[due:] for c in (batch.offset, batch.caplen, batch.wirelen, batch.ts)))
+        self._pending = RawBatch(batch.iface, batch.linktype, batch.data, batch.offset[due:], batch.caplen[due:], batch.wirelen[due:], batch.ts[due:])
         return _slice(batch, 0, due, self._shift, compact=self._map is None)
 
 
