@@ -88,9 +88,9 @@ def open_store(config: Config) -> Any:
 
 def openers(cfg: Config, *, pace: bool) -> tuple[list[str], Callable[[int], Source]]:
     """Interface names and a function opening source number i: live interfaces, or capture files."""
-    from agent.replay import file_opener
-
     if cfg.capture.pcap:
+        from agent.replay import file_opener  # with the file readers: a live agent does without them
+
         return file_opener(cfg, cfg.capture.pcap, pace=pace)
     names = interface_names(cfg)
     return names, lambda i: open_live(cfg, names, i)

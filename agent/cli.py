@@ -66,6 +66,9 @@ def resolve_config(args: argparse.Namespace) -> Config:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from agent.app import Agent
+    from agent.capture._pcapy import compact_allocator
+
+    compact_allocator()  # before any thread starts: arenas are per thread
 
     agent = Agent(resolve_config(args))
     stop, hup = threading.Event(), threading.Event()

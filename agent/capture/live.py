@@ -15,6 +15,7 @@ busy links hand over full batches often, light ones one batch per window.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import select
 import time
@@ -24,14 +25,17 @@ import pcapy
 
 from agent._exceptions import CaptureError, CapturePermissionError, ConfigError
 from agent.batch import RawBatch
-from agent.capture import CaptureStats
+from agent.capture import CaptureStats, snap
 from agent.capture._pcapy import ACTIVATE_ERRORS, PERMISSION_CODES, PcapError, columns
+from agent.capture.snap import snap_program
 
+log = logging.getLogger("pktagent.capture")
 PERMISSION_HINT = (
     "capturing needs CAP_NET_RAW: run as root, give the service AmbientCapabilities=CAP_NET_RAW (the Ansible role does), "
     "or `sudo setcap cap_net_raw+ep $(readlink -f .venv/bin/python3)`; `make demo` needs no privileges"
 )
 IDLE_WAIT = 1.0  # seconds a read waits on an idle link before handing back an empty batch (kernel drop counts refresh then)
+READ_CHUNK = 512  # packets per next_batch call: pcapy-ng's buffer for 4096 at once peaks at twice the bytes it returns
 MAX_BLOCK_TIMEOUT_MS = 250  # a packet waits at most this long in a kernel block before the reader sees it
 
 
@@ -40,7 +44,7 @@ def block_timeout_ms(window: float) -> int:
     return max(1, min(MAX_BLOCK_TIMEOUT_MS, int(window * 1000 / 4)))
 
 
-RING_PER_CORE = 8 << 20  # bytes of kernel ring per CPU core, when capture.buffer_bytes is 0
+RING_PER_CORE = 4 << 20  # bytes of kernel ring per CPU core, when capture.buffer_bytes is 0
 RING_MIN, RING_MAX = 1 << 20, 32 << 20
 
 
@@ -129,14 +133,14 @@ class LiveSource:
         except PcapError as e:
             handle.close()
             raise CaptureError(f"cannot set up capture on {interface}: {e}") from None
-        if bpf:
-            try:
-                handle.setfilter(bpf)
-            except (PcapError, pcapy.BPFError) as e:
-                handle.close()
-                raise ConfigError(f"bpf_filter: libpcap rejects {bpf!r}: {e}") from None
         self._handle = handle
         self.linktype = int(handle.datalink())
+        self.cut = snaplen  # packets captured to this length may have been cut (their wire length is not known here)
+        try:
+            self.set_filter(bpf or "")
+        except ConfigError:
+            handle.close()
+            raise
         self._poll = select.poll()
         self._poll.register(handle.getfd(), select.POLLIN | select.POLLERR | select.POLLHUP)
         self._wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
@@ -157,7 +161,7 @@ class LiveSource:
         idle_until = time.monotonic() + IDLE_WAIT
         while got < max_packets and size < self.max_bytes:
             try:
-                buf, meta = self._handle.next_batch(max_packets - got)
+                buf, meta = self._handle.next_batch(min(max_packets - got, READ_CHUNK))
             except PcapError as e:
                 raise CaptureError(f"capture on {self.name} failed: {e}") from None
             if meta:
@@ -213,15 +217,26 @@ class LiveSource:
             ts = np.concatenate([c[3] for c in chunks])
         else:
             data, offset, caplen, ts = columns(b"", b"")
-        # A packet shorter than the snaplen was captured whole; a full-length one may have been cut,
-        # and decode recovers its length from the IP header (0 = not known here).
-        wirelen = np.where(caplen < self.snaplen, caplen, 0)
+        # A packet shorter than the cut was captured whole; one as long may have been cut (by the
+        # header filter or the snaplen), and decode recovers its length from the IP header (0 = not known here).
+        wirelen = np.where(caplen < self.cut, caplen, 0)
         return RawBatch(self.index, self.linktype, data, offset, caplen, wirelen, ts)
 
     def set_filter(self, bpf: str) -> None:
-        """A new BPF filter on the open handle (reload)."""
+        """The user's BPF filter (at open, and on a reload), keeping only the headers of packets read for headers only."""
         try:
-            self._handle.setfilter(bpf or "")
+            program = snap_program(self.linktype, self.snaplen, bpf)
+            if program is not None:
+                snap.attach(self._handle.getfd(), program)
+                self.cut = min(self.snaplen, snap.HEADER_SNAP)
+                return
+        except pcapy.BPFError as e:
+            raise ConfigError(f"bpf_filter: libpcap rejects {bpf!r}: {e}") from None
+        except OSError as e:
+            log.warning("capture on %s keeps whole packets: the kernel refused the header filter (%s)", self.name, e)
+        self.cut = self.snaplen
+        try:
+            self._handle.setfilter(bpf)
         except (PcapError, pcapy.BPFError) as e:
             raise ConfigError(f"bpf_filter: libpcap rejects {bpf!r}: {e}") from None
 
