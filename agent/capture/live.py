@@ -49,13 +49,14 @@ RING_MIN, RING_MAX = 1 << 20, 32 << 20
 
 
 def ring_bytes(meminfo: str = "/proc/meminfo", cores: int | None = None) -> int:
-    """The kernel ring for a host: 8 MiB per core, at most 1/256 of its memory, within 1-32 MiB.
+    """The kernel ring for a host: 4 MiB per core, at most 1/256 of its memory, within 1-32 MiB.
 
     The ring holds what arrives while the capture thread is not reading (the other threads
     hold the interpreter, or the host's scheduler runs something else); a host with more
-    cores sees more traffic, and one with more memory can spare it. A 512 MB Pi Zero 2 W gets
-    2 MiB, a 4 GB Pi 4 16 MiB, the 2-core build VM 16 MiB (8 MiB lost 0.7 % at 400k packets/s
-    there), a 16-core server 32 MiB. Whatever the ring cannot hold is counted in
+    cores sees more traffic, and one with more memory can spare it. Most packets take only
+    their headers' room (``agent.capture.snap``). A 512 MB Pi Zero 2 W gets 2 MiB, a 4 GB
+    Pi 4 16 MiB, the 2-core build VM 8 MiB (no loss at 400k packets/s there), a 16-core
+    server 32 MiB. Whatever the ring cannot hold is counted in
     ``pktagent_packets_dropped_total{stage="kernel"}``.
     """
     cores = cores or os.cpu_count() or 1
