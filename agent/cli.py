@@ -81,8 +81,11 @@ def once(items: Sequence[str], flag: str) -> tuple[str, ...]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from agent.capture._pcapy import compact_allocator
     from agent.runtime.agent import Agent
     from agent.runtime.privileges import harden
+
+    compact_allocator()  # before any thread starts: arenas are per thread
 
     harden()  # no_new_privs, in this process and in every worker it forks
     agent = Agent(resolve_config(args))
@@ -155,8 +158,10 @@ def _progress(engine: Any, sizes: Sequence[int], done: threading.Event) -> None:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     from agent import build_labels
+    from agent.capture._pcapy import tune_allocator
     from agent.runtime.replay import replay_engine, run
 
+    tune_allocator()  # a replay at full speed; `run` keeps glibc's defaults, which give memory back
     files = once(args.files, "replay")
     cfg = resolve_config(args).replace("capture", pcap=files, interfaces=(), loop=False)
     writer = None
@@ -406,10 +411,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from agent import logs
 
-    if args.func in (cmd_run, cmd_replay):  # the commands that capture
-        from agent.capture._pcapy import tune_allocator
-
-        tune_allocator()
     logs.setup(args.log_level, getattr(args, "log_format", None))
     try:
         result: int = args.func(args)

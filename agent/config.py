@@ -53,7 +53,7 @@ class CaptureConfig:
     pcap: tuple[str, ...] = ()  # replay these files at their recorded pace instead
     loop: bool = False  # start the files over when they end
     snaplen: int = field(default=65535, metadata=_check(64, 262144))
-    buffer_bytes: int = field(default=32 << 20, metadata=_check(65536, 1 << 31))  # the kernel ring: 32 MiB absorbs bursts at 400k packets/s
+    buffer_bytes: int = field(default=0, metadata=_check(0, 1 << 31))  # the kernel ring per handle; 0: sized from the host (capture.ring_bytes)
     promiscuous: bool = False
     bpf_filter: str = ""
     workers: int = field(default=1, metadata=_check(1, 64))  # PACKET_FANOUT_HASH handles per interface
@@ -63,8 +63,11 @@ class CaptureConfig:
 @dataclass(frozen=True)
 class PipelineConfig:
     batch_size: int = field(default=4096, metadata=_check(1, 1 << 20))
-    batch_window_ms: float = field(default=10.0, metadata=_check(0.1, 10_000))
+    batch_bytes: int = field(default=4 << 20, metadata=_check(1 << 16, 1 << 30))  # a batch is handed on at about this many captured bytes
+    # The longest a packet waits before it is counted (plus one batch's processing): a full batch goes sooner.
+    batch_window_ms: float = field(default=1000.0, metadata=_check(0.1, 10_000))
     queue_capacity_packets: int = field(default=262144, metadata=_check(1, 1 << 26))
+    queue_capacity_bytes: int = field(default=64 << 20, metadata=_check(1 << 16, 1 << 34))  # and the memory it holds
     sampling_rate: float = field(default=1.0, metadata=_check(1e-6, 1.0))
 
 
@@ -184,6 +187,8 @@ class Config:
             if "=" not in item or not item.split("=", 1)[0].strip():
                 # The value may be a secret: the message does not repeat it.
                 raise ConfigError(f"config key otlp.headers[{i}]: must be name=value, such as authorization=Bearer <token>")
+        if 0 < self.capture.buffer_bytes < 65536:
+            raise ConfigError(f"config key capture.buffer_bytes: must be 0 (sized from the host) or at least 65536, got {self.capture.buffer_bytes}")
         if self.capture.loop and not self.capture.pcap:
             raise ConfigError("config key capture.loop: only applies to capture.pcap files")
 

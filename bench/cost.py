@@ -47,6 +47,7 @@ from run import pktagent_command  # noqa: E402 - the offline benchmark's way to 
 
 PORT = 10464
 SEED = 17  # the held-out mix: W1 uses seed 1
+PACKETS = 200_000  # sent over and over (--loop): tcpreplay preloads the file for every run
 SETTLE = 1.5  # seconds after the send before CPU is read: longer than pktagent's maximum batch latency (1 s)
 TICK = os.sysconf("SC_CLK_TCK")
 FETCH = "import sys, urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())"
@@ -290,13 +291,8 @@ def idle(cap: Pktagent, seconds: float) -> dict[str, object]:
         cpu0 = cpu_seconds(cap.proc.pid)
         time.sleep(seconds)
         cpu = spent(cpu0, cpu_seconds(cap.proc.pid))
-        return {
-            "seconds": seconds,
-            "cpu_seconds": cpu,
-            "core_share": cpu / seconds,
-            "rss_mib": rss_mib(cap.proc.pid),
-            "peak_rss_mib": peak_rss_mib(cap.proc.pid),
-        }
+        pid = cap.proc.pid
+        return {"seconds": seconds, "cpu_seconds": cpu, "core_share": cpu / seconds, "rss_mib": rss_mib(pid), "peak_rss_mib": peak_rss_mib(pid)}
     finally:
         cap.stop()
 
@@ -334,25 +330,22 @@ def summarise(rows: list[dict[str, object]], rates: list[int]) -> list[dict[str,
     return table
 
 
+def _cell(row: dict[str, object], name: str, key: str, fmt: str) -> str:
+    c = row.get(name)
+    return format(c[key], fmt) if isinstance(c, dict) else "-"
+
+
 def show(table: list[dict[str, object]], idle_row: dict[str, object] | None) -> None:
-    print(f"{'rate':>8} | {'pktagent cpu-s/M':>16} {'softflowd':>10} {'tcpdump':>8} | {'ratio':>6} | {'RSS MiB a/s/t':>18} | lost counted/uncounted a s t")
+    names = ("pktagent", "softflowd", "tcpdump")
+    print("    rate | cpu-s/M: pktagent softflowd tcpdump | ratio | peak RSS MiB: pktagent softflowd tcpdump | lost counted/uncounted")
     for row in table:
-        cells = {n: row.get(n) for n in ("pktagent", "softflowd", "tcpdump")}
-
-        def f(n: str, key: str, fmt: str) -> str:
-            c = cells[n]
-            return format(c[key], fmt) if isinstance(c, dict) else "-"
-
-        print(
-            f"{row['rate']:>8} | {f('pktagent', 'cpu_s_per_million', '>16.2f')} {f('softflowd', 'cpu_s_per_million', '>10.2f')} {f('tcpdump', 'cpu_s_per_million', '>8.2f')} | "
-            f"{row.get('ratio', float('nan')):>6.2f} | {f('pktagent', 'peak_rss_mib', '.1f')}/{f('softflowd', 'peak_rss_mib', '.1f')}/{f('tcpdump', 'peak_rss_mib', '.1f'):>5} | "
-            + " ".join(f"{f(n, 'lost_counted', '.0f')}/{f(n, 'lost_uncounted', '.0f')}" for n in cells),
-            flush=True,
-        )
+        cpu = " ".join(_cell(row, n, "cpu_s_per_million", ">8.2f") for n in names)
+        rss = " ".join(_cell(row, n, "peak_rss_mib", ">8.1f") for n in names)
+        lost = " ".join(f"{_cell(row, n, 'lost_counted', '.0f')}/{_cell(row, n, 'lost_uncounted', '.0f')}" for n in names)
+        print(f"{row['rate']:>8} | {cpu} | {float(row.get('ratio', float('nan'))):5.2f} | {rss} | {lost}", flush=True)  # type: ignore[arg-type]
     if idle_row:
-        print(
-            f"idle {idle_row['seconds']:.0f} s: pktagent {float(idle_row['core_share']):.3%} of a core, RSS {float(idle_row['rss_mib']):.1f} MiB (peak {float(idle_row['peak_rss_mib']):.1f})"
-        )  # type: ignore[arg-type]
+        share, rss_now, peak = (float(idle_row[k]) for k in ("core_share", "rss_mib", "peak_rss_mib"))  # type: ignore[arg-type]
+        print(f"idle {idle_row['seconds']:.0f} s: pktagent {share:.3%} of a core, RSS {rss_now:.1f} MiB (peak {peak:.1f})")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -364,13 +357,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", nargs="+", choices=["pktagent", "softflowd", "tcpdump"], default=["pktagent", "softflowd", "tcpdump"])
     ap.add_argument("--config", type=Path, help="agent config to run with (default: none, the defaults)")
     ap.add_argument("--agent", help="command that runs the agent (default: the venv's pktagent), e.g. 'python -m agent' in another checkout")
-    ap.add_argument("--pcap", type=Path, default=HERE / "data" / f"home-held-out-{SEED}.pcap")
+    ap.add_argument("--pcap", type=Path, default=HERE / "data" / f"home-held-out-{SEED}-{PACKETS}.pcap")
     args = ap.parse_args(argv)
     require_namespaces("the cost benchmark")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # still delete the namespaces
     for tool in ("softflowd", "softflowctl", "tcpdump"):
         if subprocess.run(["which", tool], capture_output=True).returncode != 0:
             raise SystemExit(f"{tool} is not installed (make system-deps)")
-    pcap = held_out(args.pcap, 1_000_000)
+    pcap = held_out(args.pcap, PACKETS)
     agent = args.agent.split() if args.agent else pktagent_command()
     extra = ["--config", str(args.config)] if args.config else []
     pair = VethPair.create(f"cost{os.getpid()}")
@@ -389,9 +383,10 @@ def main(argv: list[str] | None = None) -> int:
                     for name in args.only:
                         row = measure(makers[name](), pcap, rate, args.seconds)
                         rows.append(row)
+                        cpu, per_m, rss = (float(row[k]) for k in ("cpu_seconds", "cpu_s_per_million", "peak_rss_mib"))  # type: ignore[arg-type]
                         print(
-                            f"  {name:9} {rate:>7}/s sent {row['sent']:>8} cpu {float(row['cpu_seconds']):6.2f} s = {float(row['cpu_s_per_million']):6.2f} cpu-s/M "  # type: ignore[arg-type]
-                            f"peak RSS {float(row['peak_rss_mib']):6.1f} MiB lost {row['lost_counted']:.0f}/{row['lost_uncounted']:.0f}",
+                            f"  {name:9} {rate:>7}/s sent {row['sent']:>8} cpu {cpu:6.2f} s = {per_m:6.2f} cpu-s/M "
+                            f"peak RSS {rss:6.1f} MiB lost {row['lost_counted']:.0f}/{row['lost_uncounted']:.0f}",
                             flush=True,
                         )
             if args.idle > 0 and "pktagent" in args.only:

@@ -12,10 +12,19 @@ from agent.errors import ConfigError
 
 def test_defaults() -> None:
     c = config.Config()
-    assert (c.pipeline.batch_size, c.pipeline.batch_window_ms, c.dedup.window_ms) == (4096, 10.0, 1.0)
+    assert (c.pipeline.batch_size, c.pipeline.batch_window_ms, c.dedup.window_ms) == (4096, 1000.0, 1.0)
+    assert (c.pipeline.batch_bytes, c.pipeline.queue_capacity_bytes) == (4 << 20, 64 << 20)
+    assert c.capture.buffer_bytes == 0  # the kernel ring sized from the host
     assert (c.devices.cache_ttl_seconds, c.flows.idle_timeout_seconds, c.flows.active_timeout_seconds) == (300.0, 60.0, 1800.0)
     assert c.web.listen == "0.0.0.0:10464"
     assert "192.168.0.0/16" in c.local_networks and "fe80::/10" in c.local_networks
+
+
+@pytest.mark.parametrize("value", [1, 65535])
+def test_a_kernel_ring_below_64_kib_is_refused(value: int) -> None:
+    with pytest.raises(ConfigError, match=r"^config key capture.buffer_bytes: must be 0 \(sized from the host\) or at least 65536, got "):
+        config.Config().replace("capture", buffer_bytes=value)
+    assert config.Config().replace("capture", buffer_bytes=65536).capture.buffer_bytes == 65536
 
 
 def test_full_file(tmp_path: Path) -> None:

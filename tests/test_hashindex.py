@@ -38,3 +38,17 @@ def test_colliding_keys_in_one_insert() -> None:
     assert idx.lookup(keys).tolist() == list(range(10))
     idx.delete(keys[::2])
     assert idx.lookup(keys).tolist() == [-1, 1, -1, 3, -1, 5, -1, 7, -1, 9]
+
+
+def test_the_table_starts_small_and_grows_with_its_keys_up_to_its_bound() -> None:
+    idx = HashIndex(65536)
+    assert idx.size == 4096  # 64 KiB, not the 4 MiB 65,536 keys may need
+    keys = (np.arange(1, 2001, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)) | np.uint64(2)
+    idx.insert(keys, np.arange(2000))
+    assert idx.size == 8192  # 2000 keys fill at most a quarter
+    assert idx.lookup(keys).tolist() == list(range(2000))
+    more = (np.arange(2001, 65537, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)) | np.uint64(2)
+    idx.insert(more, np.arange(2000, 65536))
+    assert idx.size == 262144  # the bound: four places per key
+    assert len(idx) == 65536
+    assert idx.lookup(keys[:5]).tolist() == [0, 1, 2, 3, 4]

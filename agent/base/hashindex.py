@@ -5,7 +5,9 @@ operation over all keys still probing, so a batch costs a handful of numpy calls
 many keys it holds. Keys are already well-mixed hashes; 0 and 1 are reserved (empty,
 deleted), so callers pass keys with bit 1 set. The table has four places per key it may
 hold, so live keys fill at most a quarter of it; deleted entries are swept out by a rebuild
-once live and deleted ones together pass half.
+once live and deleted ones together pass half. The table starts small and doubles as keys
+come (up to its full size): a flow table sized for 65,536 flows costs 64 KiB, not 4 MiB, on a
+link that has a few hundred.
 
 >>> idx = HashIndex(8)
 >>> idx.insert(np.array([6, 10], np.uint64), np.array([0, 1]))
@@ -23,17 +25,29 @@ from agent.base.batch import I64, U64
 EMPTY, DELETED = np.uint64(0), np.uint64(1)
 
 
+START = 1 << 12  # places a table starts with (64 KiB)
+
+
 class HashIndex:
     def __init__(self, max_keys: int) -> None:
         size = 1
         while size < 4 * max(max_keys, 1):
             size <<= 1
+        self._max_size = size
+        self._live = 0
+        self._deleted = 0
+        self._allocate(min(size, START))
+
+    def _allocate(self, size: int) -> None:
         self._size = size
         self._mask = np.uint64(size - 1)
         self._keys: U64 = np.zeros(size, np.uint64)
         self._vals: I64 = np.zeros(size, np.int64)
-        self._live = 0
-        self._deleted = 0
+
+    @property
+    def size(self) -> int:
+        """Places in the table now."""
+        return self._size
 
     def __len__(self) -> int:
         return self._live
@@ -62,8 +76,11 @@ class HashIndex:
 
     def insert(self, keys: U64, values: I64) -> None:
         """Add keys that are not in the index (each once)."""
-        if self._live + self._deleted + keys.size > self._size // 2:
-            self._rebuild()
+        size = self._size
+        while size < self._max_size and self._live + keys.size > size // 4:
+            size <<= 1  # grow before live keys pass a quarter
+        if size != self._size or self._live + self._deleted + keys.size > self._size // 2:
+            self._rebuild(size)
         todo = np.arange(keys.size)
         pos = (keys & self._mask).astype(np.int64)
         mask = self._size - 1
@@ -89,10 +106,13 @@ class HashIndex:
         self._live -= at.size
         self._deleted += at.size
 
-    def _rebuild(self) -> None:
+    def _rebuild(self, size: int) -> None:
         live = self._keys > DELETED
         keys, values = self._keys[live], self._vals[live]
-        self._keys[:] = EMPTY
+        if size != self._size:
+            self._allocate(size)
+        else:
+            self._keys[:] = EMPTY
         self._live = self._deleted = 0
         if keys.size:
             self.insert(keys, values)

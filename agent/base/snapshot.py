@@ -138,6 +138,7 @@ class Snapshot:
     store_writes: dict[str, int] | None = None  # by result; None: no device database
     otlp_exports: dict[str, int] | None = None  # by result; None: OTLP export off
     http_rejected: dict[str, int] | None = None  # by reason; None: no web server (replay)
+    memory: dict[str, int] | None = None  # the whole agent's: resident, peak (bytes) and processes; None: not measured (replay)
 
     def replace(self, **changes: object) -> Snapshot:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]

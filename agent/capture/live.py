@@ -1,13 +1,21 @@
 """Live capture from a network interface through libpcap, in non-blocking mode woken by poll.
 
 A blocking read on an idle interface does not return on libpcap's timeout, so the handle is
-non-blocking and the reader waits in ``poll`` on its file descriptor with a bounded wait:
-an idle link never holds up shutdown.
+non-blocking and the reader waits in ``poll`` on its file descriptor and on an eventfd that
+``wake`` writes to: an idle link never holds up shutdown.
+
+What a read costs is paid per wake-up and per batch, whatever the traffic, so both are kept
+few. The kernel hands packets over a TPACKET_V3 block at a time: a block is handed over when
+it is full or its timeout (a quarter of the batch window, at most 250 ms) expires, so a light
+link wakes the reader a few times a second, not a hundred. A batch is handed on when it holds
+``max_packets`` packets or ``max_bytes`` bytes, or when its oldest packet is ``window`` old:
+busy links hand over full batches often, light ones one batch per window.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import select
 import time
@@ -16,9 +24,12 @@ import numpy as np
 import pcapy
 
 from agent.base.batch import RawBatch
-from agent.capture import CaptureStats, interface_packets
+from agent.capture import CaptureStats, interface_packets, snap
 from agent.capture._pcapy import ACTIVATE_ERRORS, PERMISSION_CODES, PcapError, columns
+from agent.capture.snap import snap_program
 from agent.errors import CaptureError, CapturePermissionError, ConfigError
+
+log = logging.getLogger("pktagent.capture")
 
 # Not `setcap` on the interpreter: the venv's python3 is the system's, and every Python script would capture.
 PERMISSION_HINT = (
@@ -26,7 +37,42 @@ PERMISSION_HINT = (
     "or start pktagent alone with it: `sudo setpriv --reuid=$(id -u) --regid=$(id -g) --init-groups "
     "--inh-caps=+net_raw --ambient-caps=+net_raw .venv/bin/pktagent run ...`; `make demo` needs no privileges"
 )
-IDLE_WAIT = 0.2  # seconds a read waits on an idle link before handing back an empty batch
+IDLE_WAIT = 1.0  # seconds a read waits on an idle link before handing back an empty batch (kernel drop counts refresh then)
+READ_CHUNK = 512  # packets per next_batch call: pcapy-ng's buffer for 4096 at once peaks at twice the bytes it returns
+MAX_BLOCK_TIMEOUT_MS = 250  # a packet waits at most this long in a kernel block before the reader sees it
+
+
+def block_timeout_ms(window: float) -> int:
+    """The TPACKET_V3 block timeout for a batch window (seconds): a quarter of it, 1-250 ms."""
+    return max(1, min(MAX_BLOCK_TIMEOUT_MS, int(window * 1000 / 4)))
+
+
+RING_PER_CORE = 4 << 20  # bytes of kernel ring per CPU core, when capture.buffer_bytes is 0
+RING_MIN, RING_MAX = 1 << 20, 32 << 20
+
+
+def ring_bytes(meminfo: str = "/proc/meminfo", cores: int | None = None) -> int:
+    """The kernel ring for a host: 4 MiB per core, at most 1/256 of its memory, within 1-32 MiB.
+
+    The ring holds what arrives while the capture thread is not reading (the other threads
+    hold the interpreter, or the host's scheduler runs something else); a host with more
+    cores sees more traffic, and one with more memory can spare it. Most packets take only
+    their headers' room (``agent.capture.snap``). A 512 MB Pi Zero 2 W gets 2 MiB, a 4 GB
+    Pi 4 16 MiB, the 2-core build VM 8 MiB (no loss at 400k packets/s there), a 16-core
+    server 32 MiB. Whatever the ring cannot hold is counted in
+    ``pktagent_packets_dropped_total{stage="kernel"}``.
+    """
+    cores = cores or os.cpu_count() or 1
+    total = 1 << 40
+    try:
+        with open(meminfo) as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    total = int(line.split()[1]) * 1024
+                    break
+    except (OSError, ValueError, IndexError):
+        pass
+    return max(RING_MIN, min(RING_MAX, cores * RING_PER_CORE, total // 256))
 
 
 def _is_up(interface: str) -> bool:
@@ -59,8 +105,10 @@ class LiveSource:
         bpf: str | None = None,
         block_timeout_ms: int = 10,
         fanout_group: int | None = None,
+        max_bytes: int = 4 << 20,
     ) -> None:
         self.name = interface
+        self.max_bytes = max_bytes
         self.index = index
         self.snaplen = snaplen
         if interface != "any" and os.path.isdir("/sys/class/net"):
@@ -92,16 +140,18 @@ class LiveSource:
         except PcapError as e:
             handle.close()
             raise CaptureError(f"cannot set up capture on {interface}: {e}") from None
-        if bpf:
-            try:
-                handle.setfilter(bpf)
-            except (PcapError, pcapy.BPFError) as e:
-                handle.close()
-                raise ConfigError(f"bpf_filter: libpcap rejects {bpf!r}: {e}") from None
         self._handle = handle
         self.linktype = int(handle.datalink())
+        self.cut = snaplen  # packets captured to this length may have been cut (their wire length is not known here)
+        try:
+            self.set_filter(bpf or "")
+        except ConfigError:
+            handle.close()
+            raise
         self._poll = select.poll()
         self._poll.register(handle.getfd(), select.POLLIN | select.POLLERR | select.POLLHUP)
+        self._wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._poll.register(self._wake, select.POLLIN)
 
     def _open_error(self, message: str) -> CaptureError:
         lowered = message.lower()
@@ -113,19 +163,23 @@ class LiveSource:
 
     def read(self, max_packets: int, window: float) -> RawBatch | None:
         parts: list[tuple[bytes, bytes]] = []
-        got = 0
+        got = size = 0
         deadline: float | None = None
         idle_until = time.monotonic() + IDLE_WAIT
-        while got < max_packets:
+        while got < max_packets and size < self.max_bytes:
             try:
-                buf, meta = self._handle.next_batch(max_packets - got)
+                buf, meta = self._handle.next_batch(min(max_packets - got, READ_CHUNK))
             except PcapError as e:
                 raise CaptureError(f"capture on {self.name} failed: {e}") from None
             if meta:
                 parts.append((buf, meta))
                 got += len(meta) // 16
+                size += len(buf)
                 if deadline is None:
-                    deadline = time.monotonic() + window
+                    # The window runs from the oldest packet's arrival: it may have waited in a kernel block.
+                    sec, usec = np.frombuffer(meta, np.uint32, 2).tolist()
+                    waited = min(max(0.0, time.time() - (sec + usec / 1e6)), window)
+                    deadline = time.monotonic() + window - waited
                 continue
             now = time.monotonic()
             until = deadline if deadline is not None else idle_until
@@ -135,6 +189,8 @@ class LiveSource:
                 events = self._poll.poll(max(1, int((until - now) * 1000)))
             except InterruptedError:
                 continue
+            if self._woken(events):
+                break
             if any(ev & (select.POLLERR | select.POLLHUP) for _, ev in events):
                 # The interface went down or away; next_batch reports the reason.
                 try:
@@ -143,6 +199,18 @@ class LiveSource:
                     raise CaptureError(f"capture on {self.name} failed: {e}") from None
                 raise CaptureError(f"capture on {self.name} failed: the interface went down or away")
         return self._batch(parts)
+
+    def _woken(self, events: list[tuple[int, int]]) -> bool:
+        if not any(fd == self._wake for fd, _ in events):
+            return False
+        with contextlib.suppress(BlockingIOError):
+            os.eventfd_read(self._wake)
+        return True
+
+    def wake(self) -> None:
+        """Make a waiting ``read`` return now with what it has (the engine is stopping)."""
+        with contextlib.suppress(OSError):
+            os.eventfd_write(self._wake, 1)
 
     def _batch(self, parts: list[tuple[bytes, bytes]]) -> RawBatch:
         if len(parts) == 1:
@@ -156,15 +224,26 @@ class LiveSource:
             ts = np.concatenate([c[3] for c in chunks])
         else:
             data, offset, caplen, ts = columns(b"", b"")
-        # A packet shorter than the snaplen was captured whole; a full-length one may have been cut,
-        # and decode recovers its length from the IP header (0 = not known here).
-        wirelen = np.where(caplen < self.snaplen, caplen, 0)
+        # A packet shorter than the cut was captured whole; one as long may have been cut (by the
+        # header filter or the snaplen), and decode recovers its length from the IP header (0 = not known here).
+        wirelen = np.where(caplen < self.cut, caplen, 0)
         return RawBatch(self.index, self.linktype, data, offset, caplen, wirelen, ts)
 
     def set_filter(self, bpf: str) -> None:
-        """A new BPF filter on the open handle (reload)."""
+        """The user's BPF filter (at open, and on a reload), keeping only the headers of packets read for headers only."""
         try:
-            self._handle.setfilter(bpf or "")
+            program = snap_program(self.linktype, self.snaplen, bpf)
+            if program is not None:
+                snap.attach(self._handle.getfd(), program)
+                self.cut = min(self.snaplen, snap.HEADER_SNAP)
+                return
+        except pcapy.BPFError as e:
+            raise ConfigError(f"bpf_filter: libpcap rejects {bpf!r}: {e}") from None
+        except OSError as e:
+            log.warning("capture on %s keeps whole packets: the kernel refused the header filter (%s)", self.name, e)
+        self.cut = self.snaplen
+        try:
+            self._handle.setfilter(bpf)
         except (PcapError, pcapy.BPFError) as e:
             raise ConfigError(f"bpf_filter: libpcap rejects {bpf!r}: {e}") from None
 
@@ -179,3 +258,5 @@ class LiveSource:
         with contextlib.suppress(KeyError, ValueError, PcapError):
             self._poll.unregister(self._handle.getfd())
         self._handle.close()
+        with contextlib.suppress(OSError):
+            os.close(self._wake)

@@ -242,25 +242,36 @@ class FileSource:
                 self._first_ts = int(self._pending.ts[0])
                 self._shift = now_us - self._first_ts
         batch = self._pending
-        ts = batch.ts + self._shift
         now_us = int(self._clock() * 1_000_000)
-        due = int(np.searchsorted(ts, now_us + int(window * 1_000_000), side="right"))
+        due = int(np.searchsorted(batch.ts, now_us - self._shift + int(window * 1_000_000), side="right"))
         if due == 0:
-            wait = min((int(ts[0]) - now_us) / 1_000_000, 0.25)
+            wait = min((int(batch.ts[0]) + self._shift - now_us) / 1_000_000, 0.25)
             if wait > 0:
                 self._sleep(wait)
-            return _slice(batch, 0, 0, ts)
-        self._pending = _slice(batch, due, len(batch), batch.ts)
-        return _slice(batch, 0, due, ts)
+            return _slice(batch, 0, 0, self._shift, compact=False)
+        # What is left stays a view of the read batch: only one is pending at a time.
+        self._pending = RawBatch(batch.iface, batch.linktype, batch.data, batch.offset[due:], batch.caplen[due:], batch.wirelen[due:], batch.ts[due:])
+        return _slice(batch, 0, due, self._shift, compact=self._map is None)
 
 
-def _slice(batch: RawBatch, start: int, stop: int, ts: np.ndarray) -> RawBatch:
+def _slice(batch: RawBatch, start: int, stop: int, shift: int, *, compact: bool) -> RawBatch:
+    """Packets start..stop of a batch, timestamps moved by ``shift``.
+
+    A paced replay hands on slices of a read batch, often of a few packets. Each slice gets
+    columns of its own (not views that would keep the whole batch's columns alive while it
+    waits in the queue), and with ``compact`` its own copy of the bytes it covers too.
+    """
+    offset = batch.offset[start:stop]
+    data = batch.data
+    if compact and offset.size:
+        begin, end = int(offset[0]), int(offset[-1] + batch.caplen[stop - 1])
+        data, offset = data[begin:end].copy(), offset - begin
     return RawBatch(
         batch.iface,
         batch.linktype,
-        batch.data,
-        batch.offset[start:stop],
-        batch.caplen[start:stop],
-        batch.wirelen[start:stop],
-        ts[start:stop],
+        data,
+        offset.copy(),
+        batch.caplen[start:stop].copy(),
+        batch.wirelen[start:stop].copy(),
+        batch.ts[start:stop] + shift,
     )

@@ -20,7 +20,7 @@ import numpy as np
 
 from agent.base import labels
 from agent.base.snapshot import Histogram, Snapshot
-from agent.export.samples import Reader, build_info, caches, counts, flows, flows_ended, per_interface, per_interface_and, scalar, traffic, usage
+from agent.export.samples import Reader, build_info, caches, counts, flows, flows_ended, memory, per_interface, per_interface_and, scalar, traffic, usage
 
 IFACE = "network.interface.name"
 
@@ -396,6 +396,36 @@ CATALOGUE: tuple[Family, ...] = (
         ("reason",),
         ("pktagent.http.reason",),
         counts(lambda s: s.http_rejected),
+    ),
+    Family(
+        "pktagent_resident_memory_bytes",
+        "Resident memory of the whole agent: this process and its capture workers, added up (process_resident_memory_bytes is this process alone).",
+        "gauge",
+        "memory",
+        "pktagent.memory.usage",
+        "By",
+        "updown",
+        read=memory("resident"),
+    ),
+    Family(
+        "pktagent_peak_resident_memory_bytes",
+        "The agent's processes' peak resident memory (VmHWM), added up.",
+        "gauge",
+        "memory",
+        "pktagent.memory.peak",
+        "By",
+        "updown",
+        read=memory("peak"),
+    ),
+    Family(
+        "pktagent_processes",
+        "Processes the agent runs: 1, or 1 + the workers.",
+        "gauge",
+        "memory",
+        "pktagent.processes",
+        "{process}",
+        "updown",
+        read=memory("processes"),
     ),
     # Written by the /metrics collector itself, about its own parts: nothing to read from a snapshot.
     Family(

@@ -100,3 +100,12 @@ def counts(get: Callable[[Snapshot], dict[str, int] | None]) -> Reader:
 
 def build_info(s: Snapshot) -> Iterator[Sample]:
     yield (s.version, s.python_version, s.libpcap_version), 1
+
+
+def memory(key: str) -> Reader:
+    """One figure of the whole agent's memory (None when it was not measured: a replay)."""
+
+    def read(s: Snapshot) -> Iterable[Sample] | None:
+        return None if s.memory is None else [((), s.memory[key])]
+
+    return read

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,26 @@ def otlp_enabled(config: config_mod.OtlpConfig, environ: Mapping[str, str] = os.
     if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
         return False
     return config.enabled or bool(environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or environ.get("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"))
+
+
+def agent_memory(pids: Sequence[int], proc: str = "/proc") -> dict[str, int]:
+    """Resident and peak resident bytes of the agent's processes (this one and its workers), added up.
+
+    ``process_resident_memory_bytes`` is the process that serves the scrape alone; with
+    ``--workers N`` most of the agent is in the workers. Pages processes share (libraries,
+    what a worker inherited at the fork) count once per process: the sum is an upper bound.
+    """
+    rss = peak = counted = 0
+    for pid in pids:
+        try:
+            with open(f"{proc}/{pid}/status") as f:
+                fields = dict(line.split(":", 1) for line in f if line.startswith(("VmRSS:", "VmHWM:")))
+            rss += int(fields["VmRSS"].split()[0]) * 1024
+            peak += int(fields["VmHWM"].split()[0]) * 1024
+            counted += 1
+        except (OSError, KeyError, ValueError, IndexError):
+            continue  # a worker that has just gone
+    return {"resident": rss, "peak": peak, "processes": counted}
 
 
 def open_store(config: Config) -> Any:
@@ -77,6 +97,7 @@ class Agent:
             batch_size=config.pipeline.batch_size,
             window=config.pipeline.batch_window_ms / 1000,
             queue_capacity=config.pipeline.queue_capacity_packets,
+            queue_bytes=config.pipeline.queue_capacity_bytes,
             blocking=False,
         )
         security = web.load(config.web.config_file) if config.web.config_file else None
@@ -131,6 +152,7 @@ class Agent:
         else:
             snap = self.engine.snapshot(**self.build)
         return snap.replace(
+            memory=agent_memory([os.getpid(), *(self.pool.pids() if self.pool is not None else ())]),
             otlp_exports=None if self._otlp_counts is None else self._otlp_counts.copy(),
             store_writes=None if self.store_writer is None else dict(self.store_writer.writes),
             http_rejected=self.server.rejected(),

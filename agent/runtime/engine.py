@@ -1,6 +1,6 @@
 """The engine: capture threads feed a bounded queue, one processing thread drains it into the pipeline.
 
-    capture (one thread per source) -> queue (bounded, in packets) -> pipeline (one thread)
+    capture (one thread per source) -> queue (bounded in packets and bytes) -> pipeline (one thread)
 
 Live captures never block: when the queue is full the newest batch is dropped and counted
 (``dropped{stage="queue"}``). Reading files at full speed waits for room instead, so a replay
@@ -11,7 +11,9 @@ while the others keep going; its counters continue on the same series.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import logging
+import mmap
 import threading
 import time
 from collections.abc import Callable
@@ -31,18 +33,54 @@ log = logging.getLogger("pktagent.engine")
 RETRY_FIRST, RETRY_MAX = 0.5, 10.0  # seconds between attempts to reopen a failed capture
 
 
+IDLE_TICK = 1.0  # seconds between flow-timeout checks while no batch comes
+
+
+def batch_nbytes(batch: RawBatch | Batch) -> int:
+    """The memory a batch keeps alive, for the queue's bound.
+
+    Every array it refers to counts, a view as the whole array it views (a slice of a few
+    packets keeps all of them alive), each once. Bytes read from a map (a capture file, a
+    reader process's shared slot) count as the packets' captured bytes: the map is not the
+    batch's to keep.
+    """
+    seen: dict[int, int] = {}
+
+    def walk(b: RawBatch | Batch) -> None:
+        for f in dataclasses.fields(b):
+            value = getattr(b, f.name)
+            if isinstance(value, RawBatch):
+                walk(value)
+            elif isinstance(value, np.ndarray):
+                owner = value.base if isinstance(value.base, np.ndarray) else value
+                if _mapped(owner):
+                    seen[id(value)] = int(b.caplen.sum()) if f.name == "data" and isinstance(b, RawBatch) else value.nbytes
+                else:
+                    seen[id(owner)] = owner.nbytes
+
+    walk(batch)
+    return sum(seen.values())
+
+
+def _mapped(array: np.ndarray) -> bool:
+    base = array.base
+    if isinstance(base, memoryview):
+        base = base.obj
+    return isinstance(base, mmap.mmap)
+
+
 class BatchQueue:
-    """A FIFO of batches bounded by the packets it holds.
+    """A FIFO of batches bounded by the packets it holds and by their memory.
 
     >>> q = BatchQueue(capacity=10)
     >>> q.put("abc", 6, block=False), q.put("defg", 6, block=False)
     (True, False)
     """
 
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self._items: collections.deque[tuple[object, int]] = collections.deque()
-        self._packets = 0
+    def __init__(self, capacity: int, capacity_bytes: int = 1 << 62) -> None:
+        self.capacity, self.capacity_bytes = capacity, capacity_bytes
+        self._items: collections.deque[tuple[object, int, int]] = collections.deque()
+        self._packets = self._bytes = 0
         self._cond = threading.Condition()
         self._closed = False
 
@@ -50,15 +88,20 @@ class BatchQueue:
     def packets(self) -> int:
         return self._packets
 
-    def put(self, item: object, size: int, *, block: bool) -> bool:
-        """Add an item of ``size`` packets; without ``block``, refuse it when it does not fit."""
+    @property
+    def bytes(self) -> int:
+        return self._bytes
+
+    def put(self, item: object, size: int, *, block: bool, nbytes: int = 0) -> bool:
+        """Add an item of ``size`` packets holding ``nbytes``; without ``block``, refuse it when it does not fit."""
         with self._cond:
-            while self._packets + size > self.capacity and self._items:
+            while (self._packets + size > self.capacity or self._bytes + nbytes > self.capacity_bytes) and self._items:
                 if not block or self._closed:
                     return False
                 self._cond.wait(0.1)
-            self._items.append((item, size))
+            self._items.append((item, size, nbytes))
             self._packets += size
+            self._bytes += nbytes
             self._cond.notify_all()
             return True
 
@@ -70,17 +113,18 @@ class BatchQueue:
                 self._cond.wait_for(lambda: bool(self._items) or until(), timeout)
             if not self._items:
                 return None
-            item, size = self._items.popleft()
+            item, size, nbytes = self._items.popleft()
             self._packets -= size
+            self._bytes -= nbytes
             self._cond.notify_all()
             return item
 
     def drain(self) -> list[object]:
         """Take every queued item at once."""
         with self._cond:
-            items = [item for item, _ in self._items]
+            items = [item for item, _, _ in self._items]
             self._items.clear()
-            self._packets = 0
+            self._packets = self._bytes = 0
             self._cond.notify_all()
             return items
 
@@ -142,6 +186,7 @@ class Engine:
         window: float,
         queue_capacity: int,
         blocking: bool,
+        queue_bytes: int = 1 << 62,
         retry: bool = True,
         sequential: bool = False,
         interface_gaps: bool = True,
@@ -150,7 +195,7 @@ class Engine:
         self.pipeline = pipeline
         self._open = opener
         self.batch_size, self.window = batch_size, window
-        self.queue = BatchQueue(queue_capacity)
+        self.queue = BatchQueue(queue_capacity, queue_bytes)
         self._blocking, self._retry, self._clock = blocking, retry, clock
         self._sequential = sequential  # one capture thread reads the sources in turn (a deterministic replay)
         self._gaps = interface_gaps  # count what an interface carried while its capture was closed (one worker of several does)
@@ -185,6 +230,10 @@ class Engine:
     def stop(self) -> None:
         self._stop.set()
         self.queue.close()
+        for src in self._sources:
+            wake = getattr(src, "wake", None)
+            if wake is not None:
+                wake()  # a read waiting out its batch window returns now
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait until every source has ended and the queue is drained; True when done."""
@@ -252,7 +301,7 @@ class Engine:
         n = len(batch)
         pcap = src.stats()
         read = int((batch.caplen if isinstance(batch, RawBatch) else batch.wirelen).sum()) + 16 * n
-        dropped = n if n and not self.queue.put(batch, n, block=self._blocking) else 0
+        dropped = n if n and not self.queue.put(batch, n, block=self._blocking, nbytes=batch_nbytes(batch)) else 0
         with state.lock:
             if not state.first_batch_at and n:
                 state.first_batch_at = time.monotonic()
@@ -317,7 +366,7 @@ class Engine:
                     # queue of a DHCP flood took seconds): dropped at the queue, and counted there.
                     self._drop_queued()
                     break
-                item = self.queue.get(0.1, lambda: self.finished)
+                item = self.queue.get(0.1 if self._blocking else IDLE_TICK, lambda: self.finished or (self._stop.is_set() and not self._blocking))
                 if item is None:
                     if self.finished or (self._stop.is_set() and not self._blocking):
                         if self.queue.packets == 0:

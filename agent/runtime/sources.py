@@ -28,9 +28,9 @@ def default_route_interface(route_table: str = "/proc/net/route") -> str:
 
 def openers(cfg: Config, *, pace: bool) -> tuple[list[str], Callable[[int], Source]]:
     """Interface names and a function opening source number i: live interfaces, or capture files."""
-    from agent.runtime.replay import file_opener
-
     if cfg.capture.pcap:
+        from agent.runtime.replay import file_opener  # with the file readers: a live agent does without them
+
         return file_opener(cfg, cfg.capture.pcap, pace=pace)
     names = live_interfaces(cfg)
     return names, lambda i: open_live(cfg, names, i)
@@ -43,7 +43,7 @@ def live_interfaces(cfg: Config) -> list[str]:
 
 def open_live(cfg: Config, names: list[str], i: int, fanout_group: int | None = None) -> Source:
     """Open a live capture on interface number ``i`` with the config's settings."""
-    from agent.capture.live import LiveSource
+    from agent.capture.live import LiveSource, block_timeout_ms, ring_bytes
 
     c = cfg.capture
     return LiveSource(
@@ -51,8 +51,9 @@ def open_live(cfg: Config, names: list[str], i: int, fanout_group: int | None = 
         index=i,
         snaplen=c.snaplen,
         promiscuous=c.promiscuous,
-        buffer_bytes=c.buffer_bytes,
+        buffer_bytes=c.buffer_bytes or ring_bytes(),
         bpf=c.bpf_filter or None,
-        block_timeout_ms=max(1, int(cfg.pipeline.batch_window_ms)),
+        block_timeout_ms=block_timeout_ms(cfg.pipeline.batch_window_ms / 1000),
         fanout_group=fanout_group,
+        max_bytes=cfg.pipeline.batch_bytes,
     )

@@ -80,6 +80,10 @@ class WorkerPool:
             for src in sources:
                 src.close()  # the worker holds its own copy of each handle
 
+    def pids(self) -> list[int]:
+        """The worker processes' ids (for the agent's memory)."""
+        return [p.pid for p in self._procs if p.pid is not None]
+
     def snapshot(self, empty: Callable[[], Snapshot]) -> Snapshot:
         """Every worker's snapshot, added up; learned names are passed on to the other workers on the way.
 
@@ -231,6 +235,7 @@ class WorkerPool:
             batch_size=self.config.pipeline.batch_size,
             window=self.config.pipeline.batch_window_ms / 1000,
             queue_capacity=self.config.pipeline.queue_capacity_packets,
+            queue_bytes=self.config.pipeline.queue_capacity_bytes,
             blocking=False,
             interface_gaps=w == 0,  # the interface's counters are the whole interface's: one worker counts its gaps
         )

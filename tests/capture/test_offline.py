@@ -12,6 +12,7 @@ import pytest
 from agent.capture.offline import FileSource
 from agent.capture.wirelen import WireLengths
 from agent.errors import CaptureError, ConfigError
+from agent.runtime.engine import batch_nbytes
 
 
 def capture(n: int = 50, cut: int | None = None) -> g.Capture:
@@ -133,3 +134,20 @@ def test_a_large_pcapng_file_is_not_held_in_memory(tmp_path: Path) -> None:
         lengths.close()
     assert wire == n * (len(frame) + 100)
     assert peak < 16 << 10  # KiB: the 4 MB the walk gives back at a time, not the 52 MB file
+
+
+@pytest.mark.parametrize("pcapng", [False, True])
+def test_a_paced_slice_keeps_only_its_own_packets_alive(tmp_path: Path, pcapng: bool) -> None:
+    # A paced replay hands on a few packets at a time; each slice waiting in the queue must not
+    # keep the whole read (its columns, or its bytes when libpcap read them) alive.
+    cap = capture(n=50)
+    clock = [5000.0]
+    src = FileSource(cap.write(tmp_path / "p.pcap", pcapng=pcapng), pace=True, clock=lambda: clock[0], sleep=lambda s: None)
+    first = src.read(100, 0.0)
+    assert first is not None and len(first) == 1
+    assert batch_nbytes(first) == 62 + 4 * 8  # its 62 captured bytes and one row of four int64 columns
+    clock[0] += 0.0015
+    second = src.read(100, 0.0)
+    assert second is not None and len(second) == 1
+    assert batch_nbytes(second) == 72 + 4 * 8
+    src.close()

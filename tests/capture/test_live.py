@@ -1,0 +1,168 @@
+"""Live capture's cost controls: the kernel ring sized from the host, block timeouts, batches cut by bytes, a read woken to stop."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pcapgen as g
+import pytest
+from conftest import need_tool
+from netns import VethPair
+
+from agent.capture.live import block_timeout_ms, ring_bytes
+
+MiB = 1 << 20
+
+
+@pytest.mark.parametrize(
+    ("mem_kib", "cores", "ring"),
+    [
+        (512 * 1024, 4, 2 * MiB),  # Pi Zero 2 W: memory bounds it
+        (4 * 1024 * 1024, 4, 16 * MiB),  # Pi 4, 4 GB
+        (24 * 1024 * 1024, 2, 8 * MiB),  # the 2-core build VM: cores bound it
+        (64 * 1024 * 1024, 16, 32 * MiB),  # a server: the ceiling
+        (128 * 1024, 1, 1 * MiB),  # smaller than anything: the floor
+    ],
+)
+def test_the_kernel_ring_is_sized_from_the_hosts_memory_and_cores(tmp_path: Path, mem_kib: int, cores: int, ring: int) -> None:
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text(f"MemTotal:       {mem_kib} kB\nMemFree:        1000 kB\n")
+    assert ring_bytes(str(meminfo), cores) == ring
+
+
+def test_an_unreadable_meminfo_sizes_the_ring_by_cores(tmp_path: Path) -> None:
+    assert ring_bytes(str(tmp_path / "none"), 3) == 12 * MiB
+
+
+def test_block_timeout_is_a_quarter_of_the_window_within_1_to_250_ms() -> None:
+    assert [block_timeout_ms(w) for w in (0.0001, 0.01, 0.4, 1.0, 10.0)] == [1, 2, 100, 250, 250]
+
+
+def _send(pair: VethPair, tmp_path: Path, n: int, size: int = 1000) -> None:
+    cap = g.Capture()
+    for i in range(n):
+        cap.add(1_000_000 + i, g.eth(g.ETH_IPV4) + g.ipv4(g.UDP, "10.0.0.1", "10.0.0.2", g.udp(1000, 2000, bytes(size))))
+    _replay(pair, cap.write(tmp_path / "send.pcap"))
+
+
+def _replay(pair: VethPair, path: Path) -> None:
+    done = subprocess.run(pair.in_sender("tcpreplay", "-i", pair.tx, "--topspeed", str(path)), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+
+
+# Run in the receiver namespace (sysfs there shows its interfaces): open, say "ready", read.
+BY_BYTES = """
+import json, sys
+from agent.capture.live import LiveSource
+src = LiveSource(sys.argv[1], block_timeout_ms=10, max_bytes=3000)
+print("ready", flush=True)
+sizes = []
+while sum(sizes) < 20:
+    batch = src.read(4096, 600.0)  # without the byte bound, this waits out the ten-minute window
+    if len(batch):
+        sizes.append(len(batch))
+print(json.dumps(sizes), flush=True)
+"""
+
+WOKEN = """
+import json, sys, threading, time
+from agent.capture.live import LiveSource
+src = LiveSource(sys.argv[1], block_timeout_ms=10)
+got = []
+def reader():
+    while sum(got) < 3:
+        got.append(len(src.read(4096, 600.0)))  # a ten-minute window: only wake() ends it early
+t = threading.Thread(target=reader, daemon=True)
+t.start()
+print("ready", flush=True)
+while src.stats().received < 3:
+    time.sleep(0.05)
+while t.is_alive():
+    src.wake()
+    t.join(0.2)
+print(json.dumps(sum(got)), flush=True)
+"""
+
+
+HEADERS = """
+import json, sys
+from agent.capture.live import LiveSource
+from agent.stages.decode import decode
+src = LiveSource(sys.argv[1], block_timeout_ms=10, bpf=sys.argv[2] if len(sys.argv) > 2 else None)
+print("ready", flush=True)
+rows = []
+while len(rows) < int(sys.argv[3] if len(sys.argv) > 3 else 5):
+    batch = src.read(4096, 0.05)
+    if len(batch):
+        rows += zip(batch.caplen.tolist(), decode(batch).wirelen.tolist())
+print(json.dumps(sorted(rows)), flush=True)
+"""
+
+
+def _frames() -> g.Capture:
+    """One frame of each kind: bulk TCP, a DNS answer, mDNS, a VLAN-tagged DHCP reply, ARP padded long."""
+    cap = g.Capture()
+    tcp = g.eth(g.ETH_IPV4) + g.ipv4(g.TCP, "192.168.1.2", "203.0.113.9", g.tcp(40000, 443, payload=bytes(1400)))
+    dns = g.eth(g.ETH_IPV4) + g.ipv4(g.UDP, "192.168.1.1", "192.168.1.2", g.udp(53, 40001, bytes(600)))
+    mdns = g.eth(g.ETH_IPV6) + g.ipv6(g.UDP, "fe80::1", "ff02::fb", g.udp(5353, 5353, bytes(700)))
+    dhcp = g.eth_vlan([7], g.ETH_IPV4) + g.ipv4(g.UDP, "192.168.1.1", "192.168.1.2", g.udp(67, 68, bytes(500)))
+    arp = g.eth(g.ETH_ARP) + g.arp(2, "02:00:00:00:00:01", "192.168.1.1", "02:00:00:00:00:02", "192.168.1.2") + bytes(400)
+    for i, frame in enumerate((tcp, dns, mdns, dhcp, arp)):
+        cap.add(1_000_000 + i, frame)
+    return cap
+
+
+@pytest.mark.live
+def test_only_the_headers_of_packets_nothing_reads_further_are_captured(veth: VethPair, tmp_path: Path) -> None:
+    need_tool("tcpreplay")
+    cap = _frames()
+    lengths = [len(p.frame) for p in cap.packets]
+    got = _run(veth, tmp_path, HEADERS, 5, capture=cap)
+    # Bulk TCP is cut to 256 bytes, and decode still counts its 1454 bytes on the wire (from the IP
+    # header); the packets names are learned from (DNS, mDNS, DHCP, non-IP) come whole.
+    assert got == sorted([[256, lengths[0]], *([n, n] for n in lengths[1:])])
+    assert lengths[0] == 1454
+
+
+@pytest.mark.live
+def test_the_users_filter_still_decides_what_is_captured(veth: VethPair, tmp_path: Path) -> None:
+    need_tool("tcpreplay")
+    cap = _frames()
+    lengths = [len(p.frame) for p in cap.packets]
+    got = _run(veth, tmp_path, HEADERS, 5, capture=cap, args=("tcp or arp", "2"))
+    assert got == sorted([[256, lengths[0]], [lengths[4], lengths[4]]])
+
+
+def _run(pair: VethPair, tmp_path: Path, script: str, frames: int, *, capture: g.Capture | None = None, args: tuple[str, ...] = ()) -> object:
+    proc = subprocess.Popen(pair.in_receiver(sys.executable, "-c", script, pair.rx, *args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == "ready\n", proc.stderr.read() if proc.stderr else ""
+        if capture is None:
+            _send(pair, tmp_path, frames)
+        else:
+            _replay(pair, capture.write(tmp_path / "frames.pcap"))
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 0, err
+    return json.loads(out)
+
+
+@pytest.mark.live
+def test_a_batch_is_handed_on_once_it_holds_max_bytes(veth: VethPair, tmp_path: Path) -> None:
+    need_tool("tcpreplay")
+    sizes = _run(veth, tmp_path, BY_BYTES, 20)
+    # Returned within the test's 60 s, not the window's 600 s: the byte bound is checked after
+    # each of libpcap's reads, so one read of a whole kernel block may overshoot it.
+    assert isinstance(sizes, list) and sum(sizes) == 20
+
+
+@pytest.mark.live
+def test_wake_makes_a_read_waiting_out_its_window_return(veth: VethPair, tmp_path: Path) -> None:
+    need_tool("tcpreplay")
+    assert _run(veth, tmp_path, WOKEN, 3) == 3
