@@ -214,3 +214,73 @@ def test_default_config_passes_check_config() -> None:
     config = ROOT / "bundle" / "config.yml"
     done = subprocess.run([str(Path(sys.executable).parent / "pktagent"), "check-config", str(config)], capture_output=True, text=True)
     assert (done.returncode, done.stdout, done.stderr) == (0, f"{config}: valid\n", "")
+
+
+# -- sync_venv.py: what install.sh and the role install with -----------------------------------------
+
+
+def tiny_wheel(directory: Path, name: str, version: str, body: str) -> Path:
+    """A pure-Python wheel holding one module, built by hand (a wheel is a zip with its metadata and RECORD)."""
+    import base64
+    import hashlib
+    import zipfile
+
+    info = f"{name}-{version}.dist-info"
+    files = {
+        f"{name}_mod.py": body,
+        f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+        f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    record = [
+        f"{path},sha256={base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b'=').decode()},{len(text)}" for path, text in files.items()
+    ]
+    path = directory / f"{name}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as z:
+        for member, text in files.items():
+            z.writestr(member, text)
+        z.writestr(f"{info}/RECORD", "\n".join([*record, f"{info}/RECORD,,"]) + "\n")
+    return path
+
+
+def lock_for(*wheels: Path) -> str:
+    import hashlib
+
+    return "".join(f"{w.name.split('-')[0]}=={w.name.split('-')[1]} --hash=sha256:{hashlib.sha256(w.read_bytes()).hexdigest()}\n" for w in wheels)
+
+
+def test_sync_venv_installs_only_hash_checked_wheels_and_removes_the_rest(tmp_path: Path) -> None:
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    subprocess.run([str(venv / "bin" / "python"), "-m", "ensurepip", "--default-pip"], check=True, capture_output=True)
+    bundle = tmp_path / "bundle"
+    (bundle / "wheels").mkdir(parents=True)
+    pktagent = tiny_wheel(bundle / "wheels", "pktagent", "0.1.0", "X = 1\n")
+    extra = tiny_wheel(bundle / "wheels", "extra", "1.0", "")
+    marker = tmp_path / "installed.lock"
+    sync = [str(venv / "bin" / "python"), str(ROOT / "bundle" / "sync_venv.py"), str(bundle)]
+
+    def installed() -> list[str]:
+        out = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "freeze"], capture_output=True, text=True, check=True).stdout
+        return sorted(out.split())
+
+    (bundle / "both.lock").write_text(lock_for(pktagent, extra))
+    done = subprocess.run([*sync, str(bundle / "both.lock"), str(marker)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert installed() == ["extra==1.0", "pktagent==0.1.0"]
+    assert marker.read_text() == (bundle / "both.lock").read_text()
+
+    # A lock without `extra`: it goes. A rebuilt pktagent of the same version: it is put in place.
+    rebuilt = tiny_wheel(bundle / "wheels", "pktagent", "0.1.0", "X = 2\n")
+    (bundle / "one.lock").write_text(lock_for(rebuilt))
+    done = subprocess.run([*sync, str(bundle / "one.lock"), str(marker)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert installed() == ["pktagent==0.1.0"]
+    x = subprocess.run([str(venv / "bin" / "python"), "-c", "import pktagent_mod; print(pktagent_mod.X)"], capture_output=True, text=True)
+    assert x.stdout == "2\n"
+
+    # A wheel whose bytes are not the lock's: pip refuses it, and the marker still names what is installed.
+    tiny_wheel(bundle / "wheels", "pktagent", "0.1.0", "X = 3  # tampered\n")
+    done = subprocess.run([*sync, str(bundle / "one.lock"), str(tmp_path / "other.lock")], capture_output=True, text=True)
+    assert done.returncode != 0
+    assert "THESE PACKAGES DO NOT MATCH THE HASHES FROM THE REQUIREMENTS FILE" in done.stderr
+    assert not (tmp_path / "other.lock").exists()
