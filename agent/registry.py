@@ -86,6 +86,8 @@ class Registry:
         # (last_seen, id) of devices, oldest first: eviction pops instead of scanning every device.
         # Entries go stale when a device is seen again, pinned or removed; they are skipped when popped.
         self._by_seen: list[tuple[float, int]] = []
+        # Devices by DHCP client identifier and by DHCP hostname: linking a randomised MAC looks them up, no scan.
+        self._by_link_key: dict[tuple[str, str], set[int]] = {}
 
     def replace_inventory(self, entries: Iterable[DeviceEntry]) -> None:
         """A new inventory (on reload): names the operator removed give way to learned ones."""
@@ -156,11 +158,14 @@ class Registry:
         if r.address:
             self._attach_address(d, r.address, now)
         changed = False
-        if r.hostname and d.names.get("dhcp") != r.hostname:
-            d.names["dhcp"] = r.hostname
+        if (r.hostname and d.names.get("dhcp") != r.hostname) or (r.client_id and d.client_id != r.client_id):
+            self._index_links(d, add=False)
+            if r.hostname:
+                d.names["dhcp"] = r.hostname
+            if r.client_id:
+                d.client_id = r.client_id
+            self._index_links(d, add=True)
             changed = True
-        if r.client_id and d.client_id != r.client_id:
-            d.client_id, changed = r.client_id, True
         if r.vendor_class and d.vendor_class != r.vendor_class:
             d.vendor_class, changed = r.vendor_class, True
         if is_randomised(r.mac):
@@ -169,17 +174,33 @@ class Registry:
             self._touch(d)
 
     def _link(self, d: Device) -> None:
-        """Link a randomised-MAC device to another with the same DHCP client identifier or hostname."""
-        for other in self.devices.values():
+        """Link a randomised-MAC device to another with the same DHCP client identifier or hostname (the oldest such)."""
+        candidates: set[int] = set()
+        for key in self._link_keys(d):
+            candidates |= self._by_link_key.get(key, set())
+        for other_id in sorted(candidates):  # ids grow with age: the order a scan of the registry had
+            other = self.devices[other_id]
             if other.id == d.id or other.linked_to == d.id:
                 continue
-            same_client = d.client_id is not None and other.client_id == d.client_id
-            same_host = "dhcp" in d.names and other.names.get("dhcp") == d.names["dhcp"]
-            if same_client or same_host:
-                if d.linked_to != other.id:
-                    d.linked_to = other.id
-                    self._touch(d)
-                return
+            if d.linked_to != other.id:
+                d.linked_to = other.id
+                self._touch(d)
+            return
+
+    @staticmethod
+    def _link_keys(d: Device) -> list[tuple[str, str]]:
+        keys = [("client", d.client_id)] if d.client_id is not None else []
+        return keys + ([("host", d.names["dhcp"])] if "dhcp" in d.names else [])
+
+    def _index_links(self, d: Device, *, add: bool) -> None:
+        for key in self._link_keys(d):
+            ids = self._by_link_key.setdefault(key, set())
+            if add:
+                ids.add(d.id)
+            else:
+                ids.discard(d.id)
+                if not ids:
+                    del self._by_link_key[key]
 
     def _learn_name(self, addr: str, name: str, source: str, now: float) -> None:
         if not name:
@@ -237,6 +258,7 @@ class Registry:
             if self._by_address.get(key) == victim.id:
                 del self._by_address[key]
                 self.changed_addresses.add(key)
+        self._index_links(victim, add=False)
         del self.devices[victim.id]
         self.dirty.discard(victim.id)
         self.removed.add(victim.id)
@@ -308,6 +330,7 @@ class Registry:
                 d.names.pop("inventory", None)
                 self.devices[d.id] = d
                 self._queue(d)
+                self._index_links(d, add=True)
                 self._next_id = max(self._next_id, d.id + 1)
                 for mac in d.macs:
                     self._by_mac.setdefault(mac, d.id)
