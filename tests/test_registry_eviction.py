@@ -83,3 +83,41 @@ def test_the_eviction_index_stays_bounded_when_devices_are_seen_over_and_over() 
     arrive(r, 1000, 1, now=5000.0)
     oldest = min(range(50), key=lambda i: max(t for t in range(1, 2000) if t % 50 == i or t == 1))
     assert mac(oldest) not in {m for d in r.devices.values() for m in d.macs}
+
+
+def dhcp_from_random_macs(r: Registry, first: int, count: int, now: float) -> None:
+    from agent.naming.learn.dhcp import Dhcp
+
+    records = [Dhcp(f"da:{mac(i)[3:]}", 3, None, f"host-{i}", f"client-{i}", None) for i in range(first, first + count)]
+    r.learn(Observations(dhcp=records), now, lambda a: True)
+
+
+def test_linking_randomised_macs_does_not_scan_the_registry() -> None:
+    """A DHCP flood from randomised MACs (a starvation attack): each is looked up for a link, at a cost that does not grow with the registry."""
+    per_packet = {}
+    for size in (200, 20_000):
+        r = Registry(max_devices=size)
+        dhcp_from_random_macs(r, 0, size, now=1.0)
+        work = calls_while(lambda r=r, size=size: [dhcp_from_random_macs(r, size + i, 1, now=2.0 + i) for i in range(500)])
+        assert r.evictions == 500
+        per_packet[size] = work / 500
+    assert per_packet[20_000] < 1.5 * per_packet[200], per_packet
+
+
+def test_a_randomised_mac_links_to_the_oldest_device_with_its_client_id_or_hostname() -> None:
+    from agent.naming.learn.dhcp import Dhcp
+
+    r = Registry(max_devices=100)
+    r.learn(Observations(dhcp=[Dhcp("00:11:22:33:44:01", 3, None, "phone", "id-1", None)]), 1.0, lambda a: True)
+    r.learn(Observations(dhcp=[Dhcp("00:11:22:33:44:02", 3, None, "phone", None, None)]), 2.0, lambda a: True)
+    r.learn(Observations(dhcp=[Dhcp("da:00:00:00:00:03", 3, None, "phone", "id-3", None)]), 3.0, lambda a: True)
+    by_mac = {m: d for d in r.devices.values() for m in d.macs}
+    assert by_mac["da:00:00:00:00:03"].linked_to == by_mac["00:11:22:33:44:01"].id  # same hostname: the oldest
+    r.learn(Observations(dhcp=[Dhcp("da:00:00:00:00:04", 3, None, "tablet", "id-1", None)]), 4.0, lambda a: True)
+    by_mac = {m: d for d in r.devices.values() for m in d.macs}
+    assert by_mac["da:00:00:00:00:04"].linked_to == by_mac["00:11:22:33:44:01"].id  # same client identifier
+    r.learn(Observations(dhcp=[Dhcp("00:11:22:33:44:01", 3, None, "laptop", "id-9", None)]), 5.0, lambda a: True)
+    r.learn(Observations(dhcp=[Dhcp("da:00:00:00:00:05", 3, None, "phone", None, None)]), 6.0, lambda a: True)
+    by_mac = {m: d for d in r.devices.values() for m in d.macs}
+    # The first device is now "laptop": the next "phone" links to the second, found through the updated index.
+    assert by_mac["da:00:00:00:00:05"].linked_to == by_mac["00:11:22:33:44:02"].id

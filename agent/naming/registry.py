@@ -96,13 +96,8 @@ class Registry:
         # (last_seen, id) of devices, oldest first: eviction pops instead of scanning every device.
         # Entries go stale when a device is seen again, pinned or removed; they are skipped when popped.
         self._by_seen: list[tuple[float, int]] = []
-        # Device ids by DHCP client identifier and by DHCP hostname, for linking a randomised MAC
-        # without a scan of every device (a DHCP flood from random MACs asks for it every packet).
-        # Entries may be stale (a device evicted, a name changed): checked when used, and rebuilt
-        # from ``devices`` when they outgrow it.
-        self._by_client: dict[str, set[int]] = {}
-        self._by_dhcp_name: dict[str, set[int]] = {}
-        self._indexed = 0  # entries added since the last rebuild
+        # Devices by DHCP client identifier and by DHCP hostname: linking a randomised MAC looks them up, no scan.
+        self._by_link_key: dict[tuple[str, str], set[int]] = {}
 
     def replace_inventory(self, entries: Iterable[DeviceEntry]) -> None:
         """A new inventory (on reload): names the operator removed give way to learned ones."""
@@ -167,51 +162,49 @@ class Registry:
         if r.address:
             self._attach_address(d, r.address, now)
         changed = False
-        if r.hostname and d.names.get("dhcp") != r.hostname:
-            d.names["dhcp"] = r.hostname
+        if (r.hostname and d.names.get("dhcp") != r.hostname) or (r.client_id and d.client_id != r.client_id):
+            self._index_links(d, add=False)
+            if r.hostname:
+                d.names["dhcp"] = r.hostname
+            if r.client_id:
+                d.client_id = r.client_id
+            self._index_links(d, add=True)
             changed = True
-        if r.client_id and d.client_id != r.client_id:
-            d.client_id, changed = r.client_id, True
         if r.vendor_class and d.vendor_class != r.vendor_class:
             d.vendor_class, changed = r.vendor_class, True
-        if changed:
-            self._index_dhcp(d)
         if is_randomised(r.mac):
             self._link(d)
         if changed:
             self._touch(d)
 
-    def _index_dhcp(self, d: Device) -> None:
-        if self._indexed > 4 * self.max_devices:
-            self._by_client, self._by_dhcp_name, self._indexed = {}, {}, 0
-            for other in self.devices.values():
-                self._index_one(other)
-        self._index_one(d)
-
-    def _index_one(self, d: Device) -> None:
-        if d.client_id is not None:
-            self._by_client.setdefault(d.client_id, set()).add(d.id)
-            self._indexed += 1
-        if "dhcp" in d.names:
-            self._by_dhcp_name.setdefault(d.names["dhcp"], set()).add(d.id)
-            self._indexed += 1
-
     def _link(self, d: Device) -> None:
-        """Link a randomised-MAC device to another (the oldest) with the same DHCP client identifier or hostname."""
-        ids = set(self._by_client.get(d.client_id, ())) if d.client_id is not None else set()
-        if "dhcp" in d.names:
-            ids.update(self._by_dhcp_name.get(d.names["dhcp"], ()))
-        for other_id in sorted(ids):
-            other = self.devices.get(other_id)
-            if other is None or other.id == d.id or other.linked_to == d.id:
+        """Link a randomised-MAC device to another with the same DHCP client identifier or hostname (the oldest such)."""
+        candidates: set[int] = set()
+        for key in self._link_keys(d):
+            candidates |= self._by_link_key.get(key, set())
+        for other_id in sorted(candidates):  # ids grow with age: the order a scan of the registry had
+            other = self.devices[other_id]
+            if other.id == d.id or other.linked_to == d.id:
                 continue
-            same_client = d.client_id is not None and other.client_id == d.client_id
-            same_host = "dhcp" in d.names and other.names.get("dhcp") == d.names["dhcp"]
-            if same_client or same_host:
-                if d.linked_to != other.id:
-                    d.linked_to = other.id
-                    self._touch(d)
-                return
+            if d.linked_to != other.id:
+                d.linked_to = other.id
+                self._touch(d)
+            return
+
+    @staticmethod
+    def _link_keys(d: Device) -> list[tuple[str, str]]:
+        keys = [("client", d.client_id)] if d.client_id is not None else []
+        return keys + ([("host", d.names["dhcp"])] if "dhcp" in d.names else [])
+
+    def _index_links(self, d: Device, *, add: bool) -> None:
+        for key in self._link_keys(d):
+            ids = self._by_link_key.setdefault(key, set())
+            if add:
+                ids.add(d.id)
+            else:
+                ids.discard(d.id)
+                if not ids:
+                    del self._by_link_key[key]
 
     def _learn_name(self, addr: str, name: str, source: str, now: float) -> None:
         if not name:
@@ -269,6 +262,7 @@ class Registry:
             if self._by_address.get(key) == victim.id:
                 del self._by_address[key]
                 self.changed_addresses.add(key)
+        self._index_links(victim, add=False)
         del self.devices[victim.id]
         self.dirty.discard(victim.id)
         self.removed.add(victim.id)
@@ -340,7 +334,7 @@ class Registry:
                 d.names.pop("inventory", None)
                 self.devices[d.id] = d
                 self._queue(d)
-                self._index_dhcp(d)
+                self._index_links(d, add=True)
                 self._next_id = max(self._next_id, d.id + 1)
                 for mac in d.macs:
                     self._by_mac.setdefault(mac, d.id)
