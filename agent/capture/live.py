@@ -237,7 +237,7 @@ class LiveSource:
                 snap.attach(self._handle.getfd(), program)
                 self.cut = min(self.snaplen, snap.HEADER_SNAP)
                 return
-        except pcapy.BPFError as e:
+        except (PcapError, pcapy.BPFError) as e:  # pcapy.compile raises PcapError for a syntax error
             raise ConfigError(f"bpf_filter: libpcap rejects {bpf!r}: {e}") from None
         except OSError as e:
             log.warning("capture on %s keeps whole packets: the kernel refused the header filter (%s)", self.name, e)

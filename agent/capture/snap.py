@@ -38,7 +38,7 @@ Insn = tuple[int, int, int, int]
 def snap_program(linktype: int, snaplen: int, bpf: str) -> list[Insn] | None:
     """The combined program, or None when libpcap cannot express "whole" for this link type.
 
-    Raises ``pcapy.BPFError`` when the user's filter does not compile.
+    Raises ``pcapy.PcapError`` (or ``pcapy.BPFError``) when the user's filter does not compile.
     """
     user: list[Insn] = pcapy.compile(linktype, snaplen, bpf, 1, 0).get_bpf()
     try:
