@@ -84,6 +84,22 @@ def test_mpls_stacks_of_any_depth_unicast_and_multicast(depth: int) -> None:
     assert b.dport[0] == 53
 
 
+def test_each_window_starts_at_its_own_ip_header_in_a_mixed_batch() -> None:
+    """Dedup and the transport decoder read each packet from ``window``: plain, PPPoE and deep MPLS rows side by side."""
+    packets = [UDP_V4, UDP_V6, TCP_V4, ICMP_V6, UDP_V4]
+    frames = [
+        g.eth(g.ETH_IPV4) + packets[0],
+        g.eth_vlan([100, 7], g.ETH_PPPOE_SESSION) + g.pppoe_session(g.ppp(g.PPP_IPV6, packets[1])),
+        g.eth(g.ETH_MPLS) + g.mpls(list(range(20)), packets[2]),  # the IP header starts past the gathered head
+        g.eth(g.ETH_MPLS_MULTICAST) + g.mpls([1, 2], packets[3]),
+        SESSION + g.pppoe_session(g.ppp(g.PPP_IPV4, packets[4], compressed=True)),
+    ]
+    b = decoded(frames)
+    assert (b.l3 - b.raw.offset).tolist() == [14, 30, 94, 22, 21]
+    assert [bytes(row[: len(p)]) for row, p in zip(b.window, packets)] == packets
+    assert names(b) == [("ipv4", "udp"), ("ipv6", "udp"), ("ipv4", "tcp"), ("ipv6", "icmpv6"), ("ipv4", "udp")]
+
+
 def test_mpls_payloads_that_are_not_ip_are_other_with_a_reason() -> None:
     b = decoded(
         [
