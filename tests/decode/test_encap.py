@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import struct
 
+import encapsulated
 import pcapgen as g
 import pytest
 from batches import decoded, raw
@@ -284,3 +285,24 @@ def test_a_batch_of_empty_frames_on_each_new_link_type() -> None:
         b = decoded([b"", b""], linktype=linktype)
         assert errors(b) == [error, error], linktype
         assert names(b) == [("other", "none")] * 2
+
+
+def test_every_built_frame_cut_at_every_byte_is_its_own_cell_or_a_truncation() -> None:
+    """Every frame of the captures compared with tshark (tests/encapsulated.py), cut after each of its bytes: a cut
+    frame counts in the whole frame's cell with no error, or carries a ``truncated`` error (or the whole frame's own)."""
+    checked = 0
+    for name, k in encapsulated.captures():
+        for p, (network, transport, _) in zip(k.capture.packets, k.cells):
+            cuts = [p.frame[:n] for n in range(len(p.frame) + 1)]
+            b = decode(raw(cuts, linktype=k.capture.linktype, wire=[p.wire_len] * len(cuts)))
+            whole = errors(b)[-1]
+            assert names(b)[-1] == (network, transport), name
+            for n, (cell, error) in enumerate(zip(names(b), errors(b))):
+                assert (error is None and cell == (network, transport)) or (error is not None and (error[1] == "truncated" or error == whole)), (
+                    name,
+                    n,
+                    cell,
+                    error,
+                )
+            checked += len(cuts)
+    assert checked > 3000  # 65 frames and their cuts
