@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import struct
 
+import encapsulated
 import pcapgen as g
 import pytest
 from batches import decoded, raw
@@ -82,6 +83,22 @@ def test_mpls_stacks_of_any_depth_unicast_and_multicast(depth: int) -> None:
     assert (b.l3 - b.raw.offset).tolist() == [14 + 4 * depth] * 2
     assert bytes(b.window[0, : len(UDP_V4)]) == UDP_V4  # the window starts at the IP header, however deep
     assert b.dport[0] == 53
+
+
+def test_each_window_starts_at_its_own_ip_header_in_a_mixed_batch() -> None:
+    """Dedup and the transport decoder read each packet from ``window``: plain, PPPoE and deep MPLS rows side by side."""
+    packets = [UDP_V4, UDP_V6, TCP_V4, ICMP_V6, UDP_V4]
+    frames = [
+        g.eth(g.ETH_IPV4) + packets[0],
+        g.eth_vlan([100, 7], g.ETH_PPPOE_SESSION) + g.pppoe_session(g.ppp(g.PPP_IPV6, packets[1])),
+        g.eth(g.ETH_MPLS) + g.mpls(list(range(20)), packets[2]),  # the IP header starts past the gathered head
+        g.eth(g.ETH_MPLS_MULTICAST) + g.mpls([1, 2], packets[3]),
+        SESSION + g.pppoe_session(g.ppp(g.PPP_IPV4, packets[4], compressed=True)),
+    ]
+    b = decoded(frames)
+    assert (b.l3 - b.raw.offset).tolist() == [14, 30, 94, 22, 21]
+    assert [bytes(row[: len(p)]) for row, p in zip(b.window, packets)] == packets
+    assert names(b) == [("ipv4", "udp"), ("ipv6", "udp"), ("ipv4", "tcp"), ("ipv6", "icmpv6"), ("ipv4", "udp")]
 
 
 def test_mpls_payloads_that_are_not_ip_are_other_with_a_reason() -> None:
@@ -268,3 +285,24 @@ def test_a_batch_of_empty_frames_on_each_new_link_type() -> None:
         b = decoded([b"", b""], linktype=linktype)
         assert errors(b) == [error, error], linktype
         assert names(b) == [("other", "none")] * 2
+
+
+def test_every_built_frame_cut_at_every_byte_is_its_own_cell_or_a_truncation() -> None:
+    """Every frame of the captures compared with tshark (tests/encapsulated.py), cut after each of its bytes: a cut
+    frame counts in the whole frame's cell with no error, or carries a ``truncated`` error (or the whole frame's own)."""
+    checked = 0
+    for name, k in encapsulated.captures():
+        for p, (network, transport, _) in zip(k.capture.packets, k.cells):
+            cuts = [p.frame[:n] for n in range(len(p.frame) + 1)]
+            b = decode(raw(cuts, linktype=k.capture.linktype, wire=[p.wire_len] * len(cuts)))
+            whole = errors(b)[-1]
+            assert names(b)[-1] == (network, transport), name
+            for n, (cell, error) in enumerate(zip(names(b), errors(b))):
+                assert (error is None and cell == (network, transport)) or (error is not None and (error[1] == "truncated" or error == whole)), (
+                    name,
+                    n,
+                    cell,
+                    error,
+                )
+            checked += len(cuts)
+    assert checked > 3000  # 65 frames and their cuts

@@ -8,7 +8,9 @@ of what follows; a header cut short or malformed sets the row's error and leaves
 network. Non-IP payloads (PPPoE discovery, LCP, IPCP and the other PPP control protocols, Cisco
 SLARP and CDP) come out without a network and without an error: they are traffic of network
 ``other``. An MPLS payload that is neither IPv4 nor IPv6 (an Ethernet pseudowire, a control
-word, the G-ACh) is ``other`` too, with its reason counted as ``mpls/payload_not_ip``.
+word, the G-ACh) is ``other`` too, with its reason counted as ``mpls/payload_not_ip``; as in
+tshark, a pseudowire without a control word whose first byte happens to start with 4 or 6 reads
+as IP (RFC 4385 asks for the control word for that reason).
 """
 
 from __future__ import annotations
