@@ -3,11 +3,11 @@
 Seeds are built with ``pcapgen`` (IPv4/IPv6 TCP, UDP, ICMP, ICMPv6, GRE; IPv4 options and
 fragments; IPv6 extension headers, AH and fragments; ARP; DNS, mDNS, LLMNR and DHCP payloads, so
 the learning slow path runs too), wrapped in the link header of each type in
-``agent.decode.link.LINK_DECODERS`` (Ethernet with 0-3 VLAN tags, PPPoE or MPLS; PPP with and
+``agent.stages.decode.link.LINK_DECODERS`` (Ethernet with 0-3 VLAN tags, PPPoE or MPLS; PPP with and
 without its HDLC bytes; Cisco HDLC; PPI wrapping Ethernet; ...). Hypothesis then truncates
 them, flips bytes, overwrites length fields with other values, inserts and deletes bytes, lies
 about the length on the wire and shuffles timestamps, and runs whole batches through
-``agent.decode.decode`` and ``agent.pipeline.Pipeline.process``. Whatever comes in:
+``agent.stages.decode.decode`` and ``agent.runtime.pipeline.Pipeline.process``. Whatever comes in:
 
 - nothing raises;
 - every frame is accounted for exactly once, per interface:
