@@ -5,7 +5,7 @@ IPv6; TCP, UDP, ICMP, ICMPv6 and GRE; 802.1Q and QinQ tags; IPv6 extension heade
 and IPv6 fragments; ARP; a non-IP frame; optionally frames cut by a snaplen). The expected
 network, transport and direction of each frame, and the flows each transport starts, are
 written down by hand next to the frame, from the rules in agent/stages/decode, agent/stages/classify and
-agent/flows, not computed by pktagent.
+agent/stages/flows, not computed by pktagent.
 
 Every frame differs from every other at the network layer, so no frame is a duplicate, and
 frames are 10 ms apart, further than the default 1 ms dedup window anyway.
