@@ -55,7 +55,6 @@ def resolve_config(args: argparse.Namespace) -> Config:
     if getattr(args, "listen", None):
         cfg = cfg.replace("web", listen=args.listen)
     if getattr(args, "telemetry_path", None):
-        config_mod.telemetry_path(args.telemetry_path, "--web.telemetry-path")
         cfg = cfg.replace("web", telemetry_path=args.telemetry_path)
     if getattr(args, "web_config_file", None):
         cfg = cfg.replace("web", config_file=args.web_config_file)
@@ -338,6 +337,13 @@ def _listen(text: str) -> str:
     return text
 
 
+def _telemetry_path(text: str) -> str:
+    try:
+        return config_mod.telemetry_path(text, "")
+    except ConfigError as e:
+        raise argparse.ArgumentTypeError(str(e).removeprefix(": ")) from None
+
+
 def _log_flags(parser: argparse.ArgumentParser, *, top: bool) -> None:
     """--log.level and --log.format, before the command or after it (after wins)."""
     from agent.logs import FORMATS, LEVELS
@@ -375,7 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="HOST:PORT",
         help=f"where to serve /metrics (default 0.0.0.0:{config_mod.DEFAULT_PORT})",
     )
-    run.add_argument("--web.telemetry-path", dest="telemetry_path", metavar="PATH", help="where to serve the metrics (default /metrics)")
+    run.add_argument("--web.telemetry-path", dest="telemetry_path", type=_telemetry_path, metavar="PATH", help="where to serve the metrics (default /metrics)")
     run.add_argument("--web.config.file", dest="web_config_file", metavar="FILE", help="exporter-toolkit web config: TLS and basic auth")
     run.add_argument("--bpf", metavar="EXPR", help="BPF capture filter, e.g. 'not port 22'")
     run.add_argument("--sampling-rate", type=_bounded(PipelineConfig, "sampling_rate"), metavar="R", help="keep this share of packets, 0 < R <= 1")

@@ -292,4 +292,4 @@ def test_run_serves_metrics_at_the_telemetry_path_flag(tmp_path: Path) -> None:
         assert get(f"http://127.0.0.1:{port}/metrics")[0] == 404
     assert f"serving http://127.0.0.1:{port}/x/metrics" in (tmp_path / "agent.log").read_text()
     bad = subprocess.run([*args[:2], "--web.telemetry-path", "metrics"], capture_output=True, text=True)
-    assert bad.returncode != 0 and "--web.telemetry-path" in bad.stderr and "Traceback" not in bad.stderr
+    assert bad.returncode == 2 and "argument --web.telemetry-path: 'metrics' must be a path" in bad.stderr and "Traceback" not in bad.stderr
