@@ -251,7 +251,10 @@ class FileSource:
             return _slice(batch, 0, 0, self._shift, compact=False)
         # What is left stays a view of the read batch: only one is pending at a time.
         self._pending = RawBatch(batch.iface, batch.linktype, batch.data, batch.offset[due:], batch.caplen[due:], batch.wirelen[due:], batch.ts[due:])
-        return _slice(batch, 0, due, self._shift, compact=self._map is None)
+        # Always a copy of the bytes: a view of the map would keep the file mapped, and open, for as
+        # long as the slice waits in the queue; a short file looped at its pace maps itself anew
+        # many times a second (each pass of a 40-packet file held a descriptor: thousands).
+        return _slice(batch, 0, due, self._shift, compact=True)
 
 
 def _slice(batch: RawBatch, start: int, stop: int, shift: int, *, compact: bool) -> RawBatch:
