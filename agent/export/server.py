@@ -415,7 +415,7 @@ class MetricsServer:
         return self._httpd.open_connections
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.2}, name="http", daemon=True)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.5}, name="http", daemon=True)
         self._thread.start()
 
     def close(self) -> None:

@@ -247,7 +247,7 @@ class Agent:
         """Run until ``stop`` is set (a signal) or the engine fails; when ``hup`` is set, apply ``reload()``."""
         self.start()
         try:
-            while not stop.wait(0.2):
+            while not stop.wait(1.0):  # a signal sets stop at once; a SIGHUP or a failure waits at most this long
                 if self.engine.failure is not None:
                     raise self.engine.failure
                 if self.pool is not None and self.pool.failure is not None:
