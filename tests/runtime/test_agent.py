@@ -31,7 +31,7 @@ def test_the_memory_series_are_exposed_when_the_snapshot_has_them(tmp_path: Path
     snap = replay_files(Config(), [path])
     memory = {"resident": 3 * 1024, "peak": 5 * 1024, "processes": 2}
     registry = CollectorRegistry()
-    registry.register(SnapshotCollector(lambda: snap.replace(extra={"memory": memory})))
+    registry.register(SnapshotCollector(lambda: snap.replace(memory=memory)))
     lines = generate_latest(registry).decode().splitlines()
     assert "pktagent_resident_memory_bytes 3072.0" in lines
     assert "pktagent_peak_resident_memory_bytes 5120.0" in lines
