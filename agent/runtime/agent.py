@@ -20,8 +20,9 @@ from agent.base.snapshot import Snapshot
 from agent.config import Config
 from agent.errors import CaptureError, ConfigError, PktagentError
 from agent.export.health import health
-from agent.runtime.engine import Engine
+from agent.runtime.engine import live_engine
 from agent.runtime.pipeline import Pipeline
+from agent.runtime.privileges import become
 from agent.runtime.sources import open_live, openers
 
 log = logging.getLogger("pktagent")
@@ -78,11 +79,7 @@ class Agent:
     so every mistake surfaces before anything is served."""
 
     def __init__(self, config: Config) -> None:
-        from prometheus_client import CollectorRegistry, ProcessCollector
-
         from agent.export import web
-        from agent.export.metrics import SnapshotCollector
-        from agent.export.server import MetricsServer
 
         self.config = config
         self.build = build_labels()
@@ -91,15 +88,7 @@ class Agent:
             # A capture reopened after a fault opens with the config running then (a reloaded filter), not the first one.
             opener = lambda i: open_live(self.config, names, i)  # noqa: E731
         self.pipeline = Pipeline(config, names, host_local=not config.capture.pcap)
-        self.engine = Engine(
-            self.pipeline,
-            opener,
-            batch_size=config.pipeline.batch_size,
-            window=config.pipeline.batch_window_ms / 1000,
-            queue_capacity=config.pipeline.queue_capacity_packets,
-            queue_bytes=config.pipeline.queue_capacity_bytes,
-            blocking=False,
-        )
+        self.engine = live_engine(self.pipeline, opener, config)
         security = web.load(config.web.config_file) if config.web.config_file else None
         self.pool: Any = None
         if config.capture.workers > 1 and not config.capture.pcap:
@@ -111,21 +100,12 @@ class Agent:
             self.engine.open_all()
         self._sync: threading.Thread | None = None
         self._stopping = threading.Event()
-        self.registry = CollectorRegistry()
-        self.registry.register(SnapshotCollector(self.snapshot))
-        ProcessCollector(registry=self.registry)  # process_* : CPU, memory, start time (restarts)
-        host, port = config_mod.listen_address(config.web.listen)
-        self.server = MetricsServer(host, port, self.registry, lambda: health(self.snapshot()), security=security, limits=config.web)
+        self.server = self._server(security)
         if config.user:
-            import sqlite3  # noqa: F401 - imported while the interpreter's library is surely readable
-
-            import agent.naming.store  # noqa: F401
-            from agent.runtime.privileges import drop_to
-
             # The captures are open and the port is bound: root is needed no longer. Before any
             # thread (capabilities are per thread) and before the device database is opened, so
             # that nothing in the state directory is ever opened or changed as root.
-            drop_to(config.user, config.state_dir)
+            become(config.user, config.state_dir)
         # The captures are open (a mistake there is the one error to report); now the device store.
         self.store_writer = open_store(config)
         if self.store_writer is not None:
@@ -142,15 +122,24 @@ class Agent:
             self._otlp_counts = ExportCounts()
             self.otlp = OtlpExport(config.otlp, self.snapshot, self.build, self._otlp_counts)
 
+    def _server(self, security: Any) -> Any:
+        """The /metrics endpoint, bound now (while privileges last), serving from ``start`` on."""
+        from prometheus_client import CollectorRegistry, ProcessCollector
+
+        from agent.export.metrics import SnapshotCollector
+        from agent.export.server import MetricsServer
+
+        self.registry = CollectorRegistry()
+        self.registry.register(SnapshotCollector(self.snapshot))
+        ProcessCollector(registry=self.registry)  # process_* : CPU, memory, start time (restarts)
+        host, port = config_mod.listen_address(self.config.web.listen)
+        return MetricsServer(host, port, self.registry, lambda: health(self.snapshot()), security=security, limits=self.config.web)
+
     def snapshot(self) -> Snapshot:
-        snap: Snapshot
-        if self.pool is not None:
-            snap = self.pool.snapshot(empty=self.engine.snapshot).replace(**self.build)  # this process's engine counts nothing
-            for obs, now in self.pool.observations:  # what the workers learned, for the device store
-                self.pipeline.apply_observations(obs, now)
-            self.pool.observations.clear()
-        else:
-            snap = self.engine.snapshot(**self.build)
+        """Every figure the agent exports, for a scrape, /health or OTLP. Reads only: what the workers
+        learned reaches this process's registry through the sync loop."""
+        # With workers, this process's engine counts nothing: the workers' snapshots add up.
+        snap = self.pool.snapshot(empty=self.engine.snapshot).replace(**self.build) if self.pool else self.engine.snapshot(**self.build)
         return snap.replace(
             memory=agent_memory([os.getpid(), *(self.pool.pids() if self.pool is not None else ())]),
             otlp_exports=None if self._otlp_counts is None else self._otlp_counts.copy(),
@@ -185,12 +174,19 @@ class Agent:
 
     def _sync_loop(self) -> None:
         while not self._stopping.wait(2.0):
-            self.snapshot()
+            self.snapshot()  # passes names one worker learned on to the others
+            self._absorb_learned()
+
+    def _absorb_learned(self) -> None:
+        """What the workers learned, into this process's registry: the device store writes it."""
+        for obs, now in self.pool.take_observations():
+            self.pipeline.apply_observations(obs, now)
 
     def stop(self) -> None:
         self._stopping.set()
         if self.pool is not None:
             self.pool.close()
+            self._absorb_learned()
         if self.otlp is not None:
             self.otlp.shutdown()
         self.engine.close()

@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -25,6 +26,7 @@ from agent.base.batch import Batch, RawBatch
 from agent.base.labels import DROP_STAGES
 from agent.base.snapshot import Snapshot
 from agent.capture import CaptureStats, Source, interface_packets
+from agent.config import Config
 from agent.errors import CaptureError
 from agent.runtime.pipeline import Pipeline
 
@@ -419,3 +421,18 @@ class Engine:
             libpcap_version=build.get("libpcap_version", ""),
             **fields,
         )
+
+
+def live_engine(pipeline: Pipeline, opener: Callable[[int], Source], config: Config, **options: Any) -> Engine:
+    """The engine of a live agent (and of each worker): the config's batching and queue bounds, never blocking capture."""
+    p = config.pipeline
+    return Engine(
+        pipeline,
+        opener,
+        batch_size=p.batch_size,
+        window=p.batch_window_ms / 1000,
+        queue_capacity=p.queue_capacity_packets,
+        queue_bytes=p.queue_capacity_bytes,
+        blocking=False,
+        **options,
+    )

@@ -123,6 +123,16 @@ def _hand_over_entry(dir_fd: int, name: str, uid: int, gid: int, state_dir: str)
         os.close(fd)
 
 
+def become(user: str, state_dir: str | None) -> None:
+    """``drop_to``, after importing what the agent imports later and the user may not be able to read
+    (the interpreter's own library under a root-only home, say)."""
+    import sqlite3  # noqa: F401
+
+    import agent.naming.store  # noqa: F401
+
+    drop_to(user, state_dir)
+
+
 def drop_to(user: str, state_dir: str | None = None) -> None:
     """Become ``user`` (keeping CAP_NET_RAW only, in the bounding set too); a no-op when not root."""
     if os.geteuid() != 0:

@@ -31,7 +31,7 @@ from agent.config import Config
 from agent.naming.learn import Observations
 from agent.naming.registry import Device
 from agent.naming.usage import MergedUsage, TopN
-from agent.runtime.engine import Engine
+from agent.runtime.engine import live_engine
 from agent.runtime.pipeline import Pipeline
 from agent.runtime.sources import open_live
 
@@ -79,6 +79,12 @@ class WorkerPool:
         for sources in self._sources:
             for src in sources:
                 src.close()  # the worker holds its own copy of each handle
+
+    def take_observations(self) -> list[tuple[Observations, int]]:
+        """What the workers learned since the last call (and when), for the parent's registry and store."""
+        with self._lock:
+            taken, self.observations = self.observations, []
+        return taken
 
     def pids(self) -> list[int]:
         """The worker processes' ids (for the agent's memory)."""
@@ -229,16 +235,8 @@ class WorkerPool:
                 return src
             return self._open(i, w)
 
-        engine = Engine(
-            pipeline,
-            opener,
-            batch_size=self.config.pipeline.batch_size,
-            window=self.config.pipeline.batch_window_ms / 1000,
-            queue_capacity=self.config.pipeline.queue_capacity_packets,
-            queue_bytes=self.config.pipeline.queue_capacity_bytes,
-            blocking=False,
-            interface_gaps=w == 0,  # the interface's counters are the whole interface's: one worker counts its gaps
-        )
+        # The interface's counters are the whole interface's: one worker counts its gaps.
+        engine = live_engine(pipeline, opener, self.config, interface_gaps=w == 0)
         engine.open_all()
         engine.start()
         try:
