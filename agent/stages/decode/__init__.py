@@ -23,9 +23,9 @@ from agent.base.rows import rows, shifted
 from agent.stages.decode import encap, ip, transport
 from agent.stages.decode._columns import Columns, select
 from agent.stages.decode.arp import arp
-from agent.stages.decode.link import ETH_ARP, ETH_IPV4, ETH_IPV6, HEAD, LINK_DECODERS, LINK_NAMES, supported
+from agent.stages.decode.link import ETH_ARP, ETH_IPV4, ETH_IPV6, HEAD, LINK_DECODERS, supported
 
-__all__ = ["LINK_NAMES", "decode", "read_heads", "supported"]
+__all__ = ["decode", "read_heads", "supported"]
 
 _NO_WIRE_END = np.iinfo(np.int64).max // 2
 

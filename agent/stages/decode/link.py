@@ -215,24 +215,6 @@ LINK_DECODERS: dict[int, Callable[[RawBatch, U8], Link]] = {
     276: linux_sll2,  # DLT_LINUX_SLL2
 }
 
-LINK_NAMES = {
-    0: "NULL",
-    1: "EN10MB",
-    9: "PPP",
-    12: "RAW",
-    14: "RAW",
-    50: "PPP_SERIAL",
-    51: "PPP_ETHER",
-    101: "RAW",
-    104: "C_HDLC",
-    108: "LOOP",
-    113: "LINUX_SLL",
-    192: "PPI",
-    228: "IPV4",
-    229: "IPV6",
-    276: "LINUX_SLL2",
-}
-
 
 def supported(linktype: int) -> bool:
     return linktype in LINK_DECODERS
