@@ -60,26 +60,35 @@ def veth() -> Iterator[object]:
 
 
 # The slow tier: real services, namespaces, corpora, long runs. `make test-fast` leaves it out;
-# `make test` (CI) runs everything.
-SLOW = (
-    "ansible/",
-    "grafana/",
+# `make test` (CI) runs everything. Named by folder or by file name, wherever the file sits.
+SLOW_DIRS = {"ansible", "grafana", "dist"}
+SLOW_FILES = {
+    "test_auth_storm.py",
+    "test_bundle.py",
+    "test_cli_flags.py",
     "test_corpus.py",
+    "test_demo.py",
+    "test_first_use.py",
     "test_floods.py",
+    "test_forked.py",
     "test_fuzz.py",
+    "test_host_addresses.py",
+    "test_http_limits.py",
     "test_live_capture.py",
     "test_otlp.py",
+    "test_privileges.py",
     "test_prometheus_server.py",
     "test_prometheus_tls.py",
     "test_reload.py",
-    "test_scrape_storm.py",
-    "test_soak.py",
-    "test_tshark.py",
-    "capture/test_forked.py",
-    "test_privileges.py",
     "test_reopen_gap.py",
+    "test_scrape_storm.py",
+    "test_shutdown.py",
+    "test_soak.py",
+    "test_store_faults.py",
+    "test_tshark.py",
+    "test_tshark_encap.py",
     "test_workers.py",
-)
+}
 SLOW_FIXTURES = {"veth", "corpus"}  # network namespaces, the 830-capture corpus
 
 
@@ -87,6 +96,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     tests = ROOT / "tests"
     for item in items:
         path = Path(str(item.path))
-        in_slow_file = path.is_relative_to(tests) and path.relative_to(tests).as_posix().startswith(SLOW)
-        if in_slow_file or SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+        in_slow_dir = path.is_relative_to(tests) and path.relative_to(tests).parts[0] in SLOW_DIRS
+        if in_slow_dir or path.name in SLOW_FILES or SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)

@@ -24,7 +24,7 @@ from test_live_capture import first_and_second, send
 
 pytestmark = pytest.mark.live
 
-PROBE = Path(__file__).resolve().parent / "reopen_probe.py"
+PROBE = Path(__file__).resolve().parents[1] / "reopen_probe.py"
 
 
 class Probe:

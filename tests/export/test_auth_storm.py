@@ -22,7 +22,7 @@ from waiting import until
 from agent.export import web
 from agent.export.server import MetricsServer
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parents[1]  # tests/, where the client script is
 COST = 12  # as the README suggests
 GOOD = {f"prometheus{k}": f"good-password-{k}" for k in range(3)}
 
