@@ -9,9 +9,11 @@ and ``MemorySource`` serves frames held in memory, for tests.
 
 from __future__ import annotations
 
-from typing import NamedTuple, Protocol
+from pathlib import Path
+from typing import NamedTuple
 
 from agent.base.batch import Batch, RawBatch
+from agent.errors import ConfigError
 
 
 class CaptureStats(NamedTuple):
@@ -22,9 +24,17 @@ class CaptureStats(NamedTuple):
     interface_dropped: int = 0
 
 
-class Source(Protocol):
+class Source:
+    """What every capture source offers; ``read``, ``stats`` and ``close`` are each source's own.
+
+    The rest has defaults that say "not this kind of source": no map behind the batches, no
+    interface counters, nothing to wake, no filter to change while open.
+    """
+
     name: str
     linktype: int
+    index: int = 0  # the source's number: batches carry it as ``iface``
+    carried_at_open: tuple[int, int] | None = None  # a live interface's (ifindex, packets) when its capture opened
 
     def read(self, max_packets: int, window: float) -> RawBatch | Batch | None:
         """Up to ``max_packets`` packets, waiting at most ``window`` seconds once the first has come.
@@ -33,11 +43,25 @@ class Source(Protocol):
         when the input has ended (a file read to its end). A source that decodes its
         batches itself (a reader process) returns them as ``Batch``.
         """
-        ...
+        raise NotImplementedError
 
-    def stats(self) -> CaptureStats: ...
+    def stats(self) -> CaptureStats:
+        raise NotImplementedError
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        raise NotImplementedError
+
+    @property
+    def mapped(self) -> Path | None:
+        """The file, while the batches' bytes are a map of it (``data`` is the whole file, offsets are file offsets)."""
+        return None
+
+    def wake(self) -> None:
+        """Make a read that is waiting out its batch window return now (a stop was asked for)."""
+
+    def set_filter(self, bpf: str) -> None:
+        """Change the BPF filter of the open capture (a reload); sources that cannot, refuse."""
+        raise ConfigError(f"capture.bpf_filter: the capture of {self.name} cannot change its filter while open: restart pktagent")
 
 
 def interface_packets(interface: str, sysfs: str = "/sys/class/net") -> tuple[int, int] | None:

@@ -59,7 +59,7 @@ COLUMN_BYTES = 8 * (len(RAW) + len(DECODED))  # per packet, each column padded t
 _PARENT_ENDS: weakref.WeakSet[Any] = weakref.WeakSet()  # this process's ends of its readers' pipes
 
 
-class ForkedSource:
+class ForkedSource(Source):
     def __init__(
         self,
         source: Source,
@@ -71,7 +71,7 @@ class ForkedSource:
         slot_bytes: int = 24 << 20,
     ) -> None:
         self.name, self.linktype = source.name, source.linktype
-        self.index = getattr(source, "index", 0)
+        self.index = source.index
         self._batch_size = batch_size
         self._prepare = prepare
         self._heads = heads
@@ -82,7 +82,7 @@ class ForkedSource:
         # A mapped source's file, mapped by the parent too.
         self._file: np.ndarray | None = None
         self._pages: MappedPages | None = None
-        mapped = getattr(source, "mapped", None)
+        mapped = source.mapped
         if mapped is not None:
             with open(mapped, "rb") as f:
                 mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
@@ -182,7 +182,7 @@ class ForkedSource:
                 if len(batch) == 0:
                     continue
                 assert isinstance(batch, RawBatch)  # the wrapped source reads, it does not decode
-                mapped = self._file is not None and getattr(source, "mapped", None) is not None
+                mapped = self._file is not None and source.mapped is not None
                 if not mapped:
                     # The packets that fit in a slot go now; the rest wait for the next one.
                     end = batch.offset + batch.caplen - int(batch.offset[0])

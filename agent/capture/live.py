@@ -24,7 +24,7 @@ import numpy as np
 import pcapy
 
 from agent.base.batch import RawBatch
-from agent.capture import CaptureStats, interface_packets, snap
+from agent.capture import CaptureStats, Source, interface_packets, snap
 from agent.capture._pcapy import ACTIVATE_ERRORS, PERMISSION_CODES, PcapError, columns
 from agent.capture.snap import snap_program
 from agent.errors import CaptureError, CapturePermissionError, ConfigError
@@ -87,7 +87,7 @@ def _permission_error(interface: str, message: str) -> CapturePermissionError:
     return CapturePermissionError(f"no permission to capture on {interface} ({message}): {PERMISSION_HINT}")
 
 
-class LiveSource:
+class LiveSource(Source):
     """Packets from one interface.
 
     >>> src = LiveSource("eth0", snaplen=65535, promiscuous=False, buffer_bytes=4 << 20)  # doctest: +SKIP

@@ -7,10 +7,10 @@ from collections.abc import Sequence
 import numpy as np
 
 from agent.base.batch import RawBatch
-from agent.capture import CaptureStats
+from agent.capture import CaptureStats, Source
 
 
-class MemorySource:
+class MemorySource(Source):
     """Serve ``frames`` (``(timestamp_us, frame_bytes)`` or ``(timestamp_us, frame_bytes, wire_length)``).
 
     >>> src = MemorySource([(0, bytes(60)), (10, bytes(60))], linktype=1)

@@ -20,7 +20,7 @@ import numpy as np
 import pcapy
 
 from agent.base.batch import RawBatch
-from agent.capture import CaptureStats
+from agent.capture import CaptureStats, Source
 from agent.capture._pcapy import PcapError, columns
 from agent.capture.pcapfile import PcapMap
 from agent.capture.wirelen import WireLengths, file_kind
@@ -61,7 +61,7 @@ def open_file(path: Path, bpf: str | None) -> pcapy.Reader:
     return handle
 
 
-class FileSource:
+class FileSource(Source):
     """Packets from a capture file.
 
     ``pace=True`` delivers them at the pace they were recorded, with timestamps moved to the

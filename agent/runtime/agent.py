@@ -230,13 +230,11 @@ class Agent:
         done = []
         try:
             for source in self.engine.sources():
-                set_filter = getattr(source, "set_filter", None)
-                if set_filter is not None:
-                    set_filter(bpf)
-                    done.append(set_filter)
+                source.set_filter(bpf)
+                done.append(source)
         except PktagentError:
-            for set_filter in done:
-                set_filter(self.config.capture.bpf_filter)
+            for source in done:
+                source.set_filter(self.config.capture.bpf_filter)
             raise
 
     def serve(self, stop: threading.Event, reload: Callable[[], Config] | None = None, hup: threading.Event | None = None) -> None:

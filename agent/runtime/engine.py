@@ -233,9 +233,8 @@ class Engine:
         self._stop.set()
         self.queue.close()
         for src in self._sources:
-            wake = getattr(src, "wake", None)
-            if wake is not None:
-                wake()  # a read waiting out its batch window returns now
+            if src is not None:
+                src.wake()  # a read waiting out its batch window returns now
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait until every source has ended and the queue is drained; True when done."""
@@ -352,7 +351,8 @@ class Engine:
                 state.error = str(e)
             return False
         log.warning("capture on %s is back", state.name)
-        opened = getattr(self._sources[i], "carried_at_open", None)
+        source = self._sources[i]
+        opened = source.carried_at_open if source is not None else None
         with state.lock:
             state.up, state.error = True, ""
             state.read_at_open = state.captured
