@@ -46,6 +46,12 @@ class RawBatch:
     def __len__(self) -> int:
         return int(self.offset.size)
 
+    def rows(self, start: int, stop: int | None = None) -> RawBatch:
+        """Packets ``start`` to ``stop``: views of this batch's columns, the same bytes."""
+        s = slice(start, stop)
+        head = None if self.head is None else self.head[s]
+        return RawBatch(self.iface, self.linktype, self.data, self.offset[s], self.caplen[s], self.wirelen[s], self.ts[s], head)
+
 
 @dataclass(frozen=True, slots=True)
 class Batch:

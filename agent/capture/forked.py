@@ -188,8 +188,8 @@ class ForkedSource(Source):
                     end = batch.offset + batch.caplen - int(batch.offset[0])
                     fit = int(np.searchsorted(end, self._data_bytes, side="right")) or 1
                     if fit < len(batch):
-                        pending = _slice(batch, fit)
-                        batch = _slice(batch, 0, fit)
+                        pending = batch.rows(fit)
+                        batch = batch.rows(0, fit)
                 while not free:
                     free.append(conn.recv())
                 while conn.poll():
@@ -232,8 +232,3 @@ class ForkedSource(Source):
         cols = self._columns(slot, DECODED, len(RAW))
         cols["l3"][:n] = np.where(prepared.l3 >= 0, prepared.l3 - start, -1)  # offsets into the slot's bytes
         return (kind + "batch", slot, n, stop - start)
-
-
-def _slice(batch: RawBatch, start: int, stop: int | None = None) -> RawBatch:
-    s = slice(start, stop)
-    return RawBatch(batch.iface, batch.linktype, batch.data, batch.offset[s], batch.caplen[s], batch.wirelen[s], batch.ts[s])

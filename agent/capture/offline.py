@@ -248,33 +248,23 @@ class FileSource(Source):
             wait = min((int(batch.ts[0]) + self._shift - now_us) / 1_000_000, 0.25)
             if wait > 0:
                 self._sleep(wait)
-            return _slice(batch, 0, 0, self._shift, compact=False)
+            return _owned(batch, 0, self._shift)
         # What is left stays a view of the read batch: only one is pending at a time.
-        self._pending = RawBatch(batch.iface, batch.linktype, batch.data, batch.offset[due:], batch.caplen[due:], batch.wirelen[due:], batch.ts[due:])
-        # Always a copy of the bytes: a view of the map would keep the file mapped, and open, for as
-        # long as the slice waits in the queue; a short file looped at its pace maps itself anew
-        # many times a second (each pass of a 40-packet file held a descriptor: thousands).
-        return _slice(batch, 0, due, self._shift, compact=True)
+        self._pending = batch.rows(due)
+        return _owned(batch, due, self._shift)
 
 
-def _slice(batch: RawBatch, start: int, stop: int, shift: int, *, compact: bool) -> RawBatch:
-    """Packets start..stop of a batch, timestamps moved by ``shift``.
+def _owned(batch: RawBatch, stop: int, shift: int) -> RawBatch:
+    """Packets 0..stop of a batch with columns and bytes of their own, timestamps moved by ``shift``.
 
-    A paced replay hands on slices of a read batch, often of a few packets. Each slice gets
-    columns of its own (not views that would keep the whole batch's columns alive while it
-    waits in the queue), and with ``compact`` its own copy of the bytes it covers too.
+    A paced replay hands on slices of a read batch, often of a few packets. Views would keep the
+    whole batch's columns alive while the slice waits in the queue, and a view of a mapped file
+    would keep the file mapped and open: a short file looped at its pace maps itself anew many
+    times a second (each pass of a 40-packet file held a descriptor: thousands of them).
     """
-    offset = batch.offset[start:stop]
-    data = batch.data
-    if compact and offset.size:
+    offset = batch.offset[:stop]
+    data = np.zeros(0, np.uint8)
+    if offset.size:
         begin, end = int(offset[0]), int(offset[-1] + batch.caplen[stop - 1])
-        data, offset = data[begin:end].copy(), offset - begin
-    return RawBatch(
-        batch.iface,
-        batch.linktype,
-        data,
-        offset.copy(),
-        batch.caplen[start:stop].copy(),
-        batch.wirelen[start:stop].copy(),
-        batch.ts[start:stop] + shift,
-    )
+        data, offset = batch.data[begin:end].copy(), offset - begin
+    return RawBatch(batch.iface, batch.linktype, data, offset.copy(), batch.caplen[:stop].copy(), batch.wirelen[:stop].copy(), batch.ts[:stop] + shift)
