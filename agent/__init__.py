@@ -7,12 +7,3 @@ import os
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 __version__ = "0.1.0"
-
-
-def build_labels() -> dict[str, str]:
-    """The labels of ``pktagent_build_info``: this version, Python's and libpcap's."""
-    import platform
-
-    from agent.capture._pcapy import libpcap_version
-
-    return {"version": __version__, "python_version": platform.python_version(), "libpcap_version": libpcap_version()}

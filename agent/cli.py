@@ -156,9 +156,9 @@ def _progress(engine: Any, sizes: Sequence[int], done: threading.Event) -> None:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from agent import build_labels
     from agent.capture._pcapy import tune_allocator
     from agent.runtime.replay import replay_engine, run
+    from agent.version import build_labels
 
     tune_allocator()  # a replay at full speed; `run` keeps glibc's defaults, which give memory back
     files = once(args.files, "replay")

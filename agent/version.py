@@ -102,3 +102,8 @@ class VersionAction(argparse.Action):
     def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any, option_string: str | None = None) -> None:
         sys.stdout.write(text())
         parser.exit()
+
+
+def build_labels() -> dict[str, str]:
+    """The labels of ``pktagent_build_info``: this version, Python's and libpcap's."""
+    return {"version": __version__, "python_version": platform.python_version(), "libpcap_version": libpcap_version()}

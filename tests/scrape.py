@@ -7,6 +7,8 @@ pairs, so ``samples(text)[("pktagent_flows_active", (("transport", "tcp"),))]`` 
 from __future__ import annotations
 
 import socket
+import urllib.error
+import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -19,6 +21,17 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def get(url: str, timeout: float = 5) -> tuple[int, bytes]:
+    """Status and body of a plain GET; status 0 while nothing listens yet."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+    except OSError:
+        return 0, b""
 
 
 def samples(text: str) -> Samples:

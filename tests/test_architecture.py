@@ -23,10 +23,10 @@ MAY_IMPORT: dict[str, set[str]] = {
     "stages": {"errors", "base", "config"},
     "naming": {"errors", "base", "config"},
     "export": {"errors", "base", "config"},
-    "runtime": {"errors", "base", "config", "capture", "stages", "naming", "export", "__init__"},
+    "runtime": {"errors", "base", "config", "capture", "stages", "naming", "export", "version", "__init__"},
     "cli": {"errors", "base", "config", "capture", "stages", "naming", "export", "runtime", "__init__", "logs", "version"},
     "__main__": {"cli"},
-    "__init__": {"capture"},
+    "__init__": set(),
 }
 
 

@@ -21,6 +21,7 @@ from conftest import need_root, need_tool
 from known import L4, R4, Known, mixed
 from pcapgen import ACK, ETH_IPV4, ICMP, TCP, Capture, eth, icmp_echo, ipv4, pad, tcp
 from prometheus_client.parser import text_string_to_metric_families
+from scrape import free_port
 
 import agent
 
@@ -39,13 +40,6 @@ def one_line(stderr: str) -> str:
     lines = stderr.splitlines()
     assert len(lines) == 1, stderr
     return lines[0]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @pytest.fixture

@@ -12,8 +12,6 @@ import select
 import signal
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,6 +20,7 @@ import pytest
 from conftest import ROOT, need_root
 from known import Known, mixed
 from prometheus_client.parser import text_string_to_metric_families
+from scrape import get
 from test_cli import PKTAGENT, free_port, one_line, pktagent
 from waiting import until
 
@@ -130,16 +129,6 @@ def test_replay_of_the_same_file_twice_gives_one_series_per_name(capture: tuple[
         f"pktagent: WARNING: replay: {path} is named twice: counting it once",
         f"pktagent: WARNING: replay: {same} is the same file as {path}: counting it once",
     ]
-
-
-def get(url: str) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as r:
-            return r.status, r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read()
-    except OSError:
-        return 0, b""
 
 
 @contextmanager

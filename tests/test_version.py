@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import platform
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +14,7 @@ from conftest import ROOT
 
 import agent
 from agent import version
-from agent.capture._pcapy import libpcap_version
+from agent.version import build_labels, libpcap_version
 
 BIN = Path(sys.executable).parent
 
@@ -33,8 +34,9 @@ def test_version_from_a_checkout() -> None:
         f"  libpcap version:  {libpcap_version()}",
         f"  platform:         linux/{platform.machine()}",
     ]
-    # The same libpcap the metrics name, found without importing numpy or pcapy.
-    assert libpcap_version() == agent.build_labels()["libpcap_version"] != "unknown"
+    # The libpcap the metrics name too, found without importing numpy or pcapy.
+    assert re.fullmatch(r"\d+\.\d+(\.\d+)?", libpcap_version())
+    assert build_labels()["libpcap_version"] == libpcap_version()
 
 
 def test_baked_build_details_win(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -64,18 +64,3 @@ def compact_allocator() -> None:
         libc.mallopt(-1, 1 << 20)  # M_TRIM_THRESHOLD
     except (OSError, AttributeError):
         pass  # not glibc: the defaults it has
-
-
-def libpcap_version() -> str:
-    """The version of the libpcap pcapy-ng runs on (its wheels vendor one), e.g. ``1.9.1``."""
-    import ctypes
-    import re
-
-    try:
-        lib_version = ctypes.CDLL(pcapy.__file__).pcap_lib_version
-        lib_version.restype = ctypes.c_char_p
-        text = lib_version().decode()
-    except (OSError, AttributeError):
-        return "unknown"
-    found = re.search(r"(\d+\.\d+(?:\.\d+)?)", text)
-    return found.group(1) if found else "unknown"

@@ -14,7 +14,6 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from agent import build_labels
 from agent import config as config_mod
 from agent.base.snapshot import Snapshot
 from agent.config import Config
@@ -24,6 +23,7 @@ from agent.runtime.engine import live_engine
 from agent.runtime.pipeline import Pipeline
 from agent.runtime.privileges import become
 from agent.runtime.sources import open_live, openers
+from agent.version import build_labels
 
 log = logging.getLogger("pktagent")
 
