@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from netns import VethPair
+from scrape import Samples, samples
 from waiting import until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,15 +38,11 @@ except urllib.error.HTTPError as e:
     r = e
 sys.stdout.write(str(r.status) + "\\n" + r.read().decode())
 """
-Key = tuple[str, tuple[tuple[str, str], ...]]  # metric sample name, sorted labels
-Samples = dict[Key, float]
 COUNTS = ("captured", "processed", "duplicate", "sampled_out", "unsupported")
 
 
 def parse(text: str) -> Samples:
-    from prometheus_client.parser import text_string_to_metric_families
-
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value for f in text_string_to_metric_families(text) for s in f.samples}
+    return samples(text)
 
 
 def counts(samples: Samples, interface: str) -> dict[str, float]:

@@ -20,8 +20,7 @@ import pytest
 from conftest import need_root, need_tool
 from known import L4, R4, Known, mixed
 from pcapgen import ACK, ETH_IPV4, ICMP, TCP, Capture, eth, icmp_echo, ipv4, pad, tcp
-from prometheus_client.parser import text_string_to_metric_families
-from scrape import free_port
+from scrape import free_port, samples
 
 import agent
 
@@ -67,26 +66,26 @@ def test_replay_prints_prometheus_text(capture: tuple[Known, Path]) -> None:
     k, path = capture
     done = pktagent("replay", str(path))
     assert (done.returncode, done.stderr) == (0, "")
-    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value for f in text_string_to_metric_families(done.stdout) for s in f.samples}
+    found = samples(done.stdout)
     iface = (("interface", "mixed.pcap"),)
-    assert samples[("pktagent_packets_captured_total", iface)] == k.frames
-    assert samples[("pktagent_packets_processed_total", iface)] == k.frames
-    assert samples[("pktagent_packets_duplicate_total", iface)] == 0
+    assert found[("pktagent_packets_captured_total", iface)] == k.frames
+    assert found[("pktagent_packets_processed_total", iface)] == k.frames
+    assert found[("pktagent_packets_duplicate_total", iface)] == 0
     traffic = {
         (dict(labels)["network"], dict(labels)["transport"], dict(labels)["direction"]): value
-        for (name, labels), value in samples.items()
+        for (name, labels), value in found.items()
         if name == "pktagent_traffic_packets_total"
     }
     assert traffic == k.packets_by_cell()
     octets = {
         (dict(labels)["network"], dict(labels)["transport"], dict(labels)["direction"]): value
-        for (name, labels), value in samples.items()
+        for (name, labels), value in found.items()
         if name == "pktagent_traffic_bytes_total"
     }
     assert octets == k.bytes_by_cell()
-    started = {dict(labels)["transport"]: value for (name, labels), value in samples.items() if name == "pktagent_flows_started_total"}
+    started = {dict(labels)["transport"]: value for (name, labels), value in found.items() if name == "pktagent_flows_started_total"}
     assert started == k.flows_started
-    (build,) = [dict(labels) for (name, labels), _ in samples.items() if name == "pktagent_build_info"]
+    (build,) = [dict(labels) for (name, labels), _ in found.items() if name == "pktagent_build_info"]
     assert build["version"] == agent.__version__
     assert build["python_version"] == platform.python_version()
     assert build["libpcap_version"][0].isdigit()
