@@ -198,7 +198,7 @@ def test_bundle_unit_is_the_roles_template_with_its_defaults() -> None:
     parser.optionxform = str  # type: ignore[assignment,method-assign]
     parser.read_string(build.render_unit())
     unit = dict(parser["Service"])
-    assert unit["ExecStart"] == "/opt/pktagent/venv/bin/pktagent --log-level info run --config /etc/pktagent/config.yml"
+    assert unit["ExecStart"] == "/opt/pktagent/venv/bin/pktagent run --log.level info --config /etc/pktagent/config.yml"
     assert {k: unit[k] for k in ("User", "Group", "AmbientCapabilities", "CapabilityBoundingSet", "NoNewPrivileges", "LimitNOFILE")} == {
         "User": "pktagent",
         "Group": "pktagent",

@@ -344,7 +344,7 @@ def test_unit_file_passes_systemd_analyze(deployment: Deployment) -> None:
     verify = subprocess.run([analyze, "verify", str(UNIT)], capture_output=True, text=True, cwd="/")
     assert (verify.returncode, verify.stdout, verify.stderr) == (0, "", "")
     unit = read_unit()
-    assert unit["ExecStart"] == (f"{VENV}/bin/pktagent --log-level info run --config {CONFIG_DIR}/config.yml --web.config.file {CONFIG_DIR}/web-config.yml")
+    assert unit["ExecStart"] == (f"{VENV}/bin/pktagent run --log.level info --config {CONFIG_DIR}/config.yml --web.config.file {CONFIG_DIR}/web-config.yml")
     assert {k: unit[k] for k in ("User", "Group", "AmbientCapabilities", "CapabilityBoundingSet", "StateDirectory", "Restart", "LimitNOFILE")} == {
         "LimitNOFILE": "65536",  # systemd's default of 1024 ran out under 1,100 idle scrape connections
         "User": NAME,
