@@ -22,10 +22,10 @@ pytestmark = pytest.mark.live
 
 SECONDS, PPS, INTERVAL = 24, 50_000, 2.0
 WARMUP = 8.0  # the first pass learns every flow, device and name of the capture in 0.4 s; the rest is the heap settling
-# RSS is the high-water mark of the agent's heap (glibc keeps up to 128 MiB of freed memory, see
-# agent/capture/_pcapy.py tune_allocator), so it rises in steps long after the start: measured
-# here over the 16 s after the warm-up, +0.6, +1.8, +3.6, +3.6 and +4.4 MB in five runs (1 worker,
-# 50k packets/s), while Python's own allocations traced with tracemalloc stay flat. 8 MB over
+# RSS moves with the heap: before `run` gave freed memory back (agent/capture/_pcapy.py
+# compact_allocator) it rose in steps long after the start: measured here over the 16 s after the
+# warm-up, +0.6, +1.8, +3.6, +3.6 and +4.4 MB in five runs (1 worker, 50k packets/s), while
+# Python's own allocations traced with tracemalloc stayed flat. 8 MB over
 # 800k packets catches a leak of 10 bytes a packet or more; the soak benchmark (`make soak`,
 # 10 minutes, bound 4 MB over its second half) is the place for smaller ones.
 RSS_GROWTH_MB = 8.0
