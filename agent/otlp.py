@@ -142,6 +142,15 @@ def _extra(key: str, attribute: str) -> Callable[[Snapshot], Iterable[tuple[floa
     return read
 
 
+def _memory(key: str) -> Callable[[Snapshot], Iterable[tuple[float, dict[str, Any]]]]:
+    def read(s: Snapshot) -> Iterable[tuple[float, dict[str, Any]]]:
+        m = s.extra.get("memory")
+        if isinstance(m, dict):
+            yield float(m[key]), {}
+
+    return read
+
+
 METRICS: tuple[Mapped, ...] = (
     Mapped("pktagent_build_info", "(resource)", "", "resource", ("service.version", "pktagent.python.version", "pktagent.libpcap.version")),
     Mapped("pktagent_capture_up", "pktagent.capture.up", "1", "gauge", (IFACE,), _per_interface(lambda s: s.capture_up)),
@@ -249,6 +258,9 @@ METRICS: tuple[Mapped, ...] = (
     Mapped(
         "pktagent_otlp_exports_total", "pktagent.otlp.exports", "{export}", "counter", ("pktagent.otlp.result",), _extra("otlp_exports", "pktagent.otlp.result")
     ),
+    Mapped("pktagent_resident_memory_bytes", "pktagent.memory.resident", "By", "gauge", (), _memory("resident")),
+    Mapped("pktagent_peak_resident_memory_bytes", "pktagent.memory.resident.peak", "By", "gauge", (), _memory("peak")),
+    Mapped("pktagent_processes", "pktagent.processes", "{process}", "gauge", (), _memory("processes")),
 )
 
 _ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64", "armv7l": "arm32", "armv6l": "arm32", "i686": "x86", "i386": "x86"}
