@@ -151,3 +151,22 @@ def test_a_paced_slice_keeps_only_its_own_packets_alive(tmp_path: Path, pcapng: 
     assert second is not None and len(second) == 1
     assert batch_nbytes(second) == 72 + 4 * 8
     src.close()
+
+
+def test_a_paced_replay_never_hands_over_a_packet_before_its_time(tmp_path: Path) -> None:
+    # A one-second window batches what becomes due, like a live capture; it does not reach ahead.
+    cap = capture(n=5)  # one packet every millisecond
+    clock = [5000.0]
+    slept: list[float] = []
+
+    def sleep(s: float) -> None:
+        slept.append(s)
+        clock[0] += s
+
+    src = FileSource(cap.write(tmp_path / "p.pcap"), pace=True, clock=lambda: clock[0], sleep=sleep)
+    first = src.read(100, 1.0)
+    assert first is not None and len(first) == 0  # the file's last packet is 4 ms away: wait for it
+    assert slept == [pytest.approx(0.004)]
+    second = src.read(100, 1.0)
+    assert second is not None and second.ts.tolist() == [5_000_000_000 + 1000 * i for i in range(5)]
+    assert int(second.ts.max()) <= int(clock[0] * 1_000_000)
