@@ -12,6 +12,7 @@ from pathlib import Path
 import pcapgen as g
 from prometheus import free_port
 from prometheus_client.parser import text_string_to_metric_families
+from waiting import until
 
 from agent.app import Agent
 from agent.config import Config, DeviceEntry
@@ -35,16 +36,14 @@ def test_reload_applies_what_can_change_and_reports_the_rest(tmp_path: Path) -> 
     agent = Agent(cfg)
     agent.start()
     try:
-        time.sleep(1.0)
-        before = agent.snapshot()
-        assert before.traffic_packets[0].sum() > 0
+        # A batch is handed on within the batch window (1 s): wait for the first, not a fixed time.
+        before = until(lambda: (snap := agent.snapshot()).traffic_packets[0].sum() > 0 and snap, "the first packets counted")
         # 10.1.1.1 becomes local (internal instead of outbound), the inventory names 192.168.1.20, the listen port changes.
         new = cfg.replace(local_networks=("192.168.0.0/16", "10.0.0.0/8")).replace("devices", inventory=(DeviceEntry("nas", addresses=("192.168.1.20",)),))
         later = agent.reload(new.replace("web", listen="127.0.0.1:1"))
         assert later == ["web.listen"]
         at_reload = agent.snapshot()
-        time.sleep(1.5)
-        after = agent.snapshot()
+        after = until(lambda: (snap := agent.snapshot()).processed[0] > at_reload.processed[0] and snap, "packets counted after the reload")
         assert int(after.processed[0]) > int(at_reload.processed[0]) >= int(before.processed[0])  # counting went on, nothing reset
         outbound, internal = (after.traffic_packets[0, 0, 1, d] for d in (1, 2))  # ipv4, udp, by direction
         assert outbound == at_reload.traffic_packets[0, 0, 1, 1]  # not one more outbound packet after the reload
