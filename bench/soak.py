@@ -9,12 +9,12 @@ At the end it prints a table and a JSON summary and checks:
 
 - memory is flat after the warm-up: the last sample's RSS minus the first sample after
   ``--warmup`` seconds (default: half the run) is under ``--rss-growth-mb`` (the total over the
-  agent's processes). The agent keeps freed heap memory (glibc ``M_TRIM_THRESHOLD`` of 128 MiB,
-  set by ``tune_allocator``), so its RSS is the high-water mark of its heap: it rises in steps,
-  ever smaller and rarer, for minutes after the start (10 minutes at 50k packets/s measured:
-  +5.7 MB from 60 s to 300 s, +0.8 MB from 300 s to 600 s; Python's own allocations, traced
-  with tracemalloc, stay flat). The summary's ``growth_by_quarter_mb`` tells that apart from a
-  leak, which grows the same in every quarter;
+  agent's processes). ``run`` gives freed memory back (``compact_allocator``); when it kept
+  its heap (glibc ``M_TRIM_THRESHOLD`` of 128 MiB) its RSS rose in steps, ever smaller and rarer,
+  for minutes after the start (10 minutes at 50k packets/s measured: +5.7 MB from 60 s to
+  300 s, +0.8 MB from 300 s to 600 s; Python's own allocations, traced with tracemalloc,
+  stayed flat). The summary's ``growth_by_quarter_mb`` tells that apart from a leak, which
+  grows the same in every quarter;
 - nothing was lost and nothing counted twice: captured == sent, processed == sent - duplicate
   (duplicate 0 here), kernel, interface and queue drops 0, traffic counted cell by cell exactly
   as many times as the capture was sent;

@@ -243,12 +243,15 @@ class FileSource(Source):
                 self._shift = now_us - self._first_ts
         batch = self._pending
         now_us = int(self._clock() * 1_000_000)
-        due = int(np.searchsorted(batch.ts, now_us - self._shift + int(window * 1_000_000), side="right"))
-        if due == 0:
-            wait = min((int(batch.ts[0]) + self._shift - now_us) / 1_000_000, 0.25)
-            if wait > 0:
-                self._sleep(wait)
+        # Like a live capture: a batch goes when its first packet is `window` old, or when all
+        # that was read are due (never before a packet's time: its timestamp is now or past).
+        first_due = int(batch.ts[0]) + self._shift
+        hand_over = min(first_due + int(window * 1_000_000), int(batch.ts[-1]) + self._shift)
+        if now_us < hand_over:
+            wait = min((hand_over - now_us) / 1_000_000, 0.25)
+            self._sleep(wait)
             return _owned(batch, 0, self._shift)
+        due = int(np.searchsorted(batch.ts, now_us - self._shift, side="right"))
         # What is left stays a view of the read batch: only one is pending at a time.
         self._pending = batch.rows(due)
         return _owned(batch, due, self._shift)

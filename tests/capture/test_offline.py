@@ -164,9 +164,33 @@ def test_paced_slices_of_a_mapped_file_do_not_keep_it_mapped(tmp_path: Path) -> 
             base = base.base
         return base.obj if isinstance(base, memoryview) else base
 
-    src = FileSource(capture(n=50).write(tmp_path / "m.pcap"), pace=True, loop=True, clock=lambda: 5000.0, sleep=lambda s: None)
+    clock = [5000.0]
+
+    def sleep(s: float) -> None:
+        clock[0] += s
+
+    src = FileSource(capture(n=50).write(tmp_path / "m.pcap"), pace=True, loop=True, clock=lambda: clock[0], sleep=sleep)
     assert src.mapped is not None  # read from a map, not through libpcap
-    slices = [src.read(100, 10.0) for _ in range(4)]  # a long window: each read hands on a whole pass
-    assert [len(s) for s in slices if s is not None] == [50, 50, 50, 50]
-    assert not any(isinstance(viewed_map(s.data), mmap.mmap) for s in slices if s is not None)
+    slices = [b for _ in range(12) if (b := src.read(100, 10.0)) is not None and len(b)]  # a long window: a pass at a time
+    assert [len(s) for s in slices] == [50] * 6  # each pass waited out (49 ms), then handed on whole
+    assert not any(isinstance(viewed_map(s.data), mmap.mmap) for s in slices)
     src.close()
+
+
+def test_a_paced_replay_never_hands_over_a_packet_before_its_time(tmp_path: Path) -> None:
+    # A one-second window batches what becomes due, like a live capture; it does not reach ahead.
+    cap = capture(n=5)  # one packet every millisecond
+    clock = [5000.0]
+    slept: list[float] = []
+
+    def sleep(s: float) -> None:
+        slept.append(s)
+        clock[0] += s
+
+    src = FileSource(cap.write(tmp_path / "p.pcap"), pace=True, clock=lambda: clock[0], sleep=sleep)
+    first = src.read(100, 1.0)
+    assert first is not None and len(first) == 0  # the file's last packet is 4 ms away: wait for it
+    assert slept == [pytest.approx(0.004)]
+    second = src.read(100, 1.0)
+    assert second is not None and second.ts.tolist() == [5_000_000_000 + 1000 * i for i in range(5)]
+    assert int(second.ts.max()) <= int(clock[0] * 1_000_000)

@@ -5,8 +5,6 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import bcrypt
@@ -18,8 +16,7 @@ from known import L4, R4, START_US, Known
 from liveagent import live_agent
 from netns import VethPair, sh
 from pcapgen import ETH_IPV4, TCP, UDP, Capture, eth, ipv4, pad, tcp, udp
-from prometheus import free_port
-from prometheus_client.parser import text_string_to_metric_families
+from scrape import Samples, free_port, get, samples
 from test_live_capture import assert_counts, send, wait_processed
 from waiting import until
 
@@ -37,9 +34,9 @@ def capture(path: Path) -> Path:
     return cap.write(path)
 
 
-def values(port: int) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    return {(s.name, frozenset(s.labels.items())): s.value for f in text_string_to_metric_families(body) for s in f.samples}
+def values(port: int) -> Samples:
+    status, body = get(f"http://127.0.0.1:{port}/metrics")
+    return samples(body.decode()) if status == 200 else {}
 
 
 def test_reload_applies_what_can_change_and_reports_the_rest(tmp_path: Path) -> None:
@@ -48,16 +45,14 @@ def test_reload_applies_what_can_change_and_reports_the_rest(tmp_path: Path) -> 
     agent = Agent(cfg)
     agent.start()
     try:
-        time.sleep(1.0)
-        before = agent.snapshot()
-        assert before.traffic_packets[0].sum() > 0
+        # A batch is handed on within the batch window (1 s): wait for the first, not a fixed time.
+        before = until(lambda: (snap := agent.snapshot()).traffic_packets[0].sum() > 0 and snap, "the first packets counted")
         # 10.1.1.1 becomes local (internal instead of outbound), the inventory names 192.168.1.20, the listen port changes.
         new = cfg.replace(local_networks=("192.168.0.0/16", "10.0.0.0/8")).replace("devices", inventory=(DeviceEntry("nas", addresses=("192.168.1.20",)),))
         later = agent.reload(new.replace("web", listen="127.0.0.1:1"))
         assert later == ["web.listen"]
         at_reload = agent.snapshot()
-        time.sleep(1.5)
-        after = agent.snapshot()
+        after = until(lambda: (snap := agent.snapshot()).processed[0] > at_reload.processed[0] and snap, "packets counted after the reload")
         assert int(after.processed[0]) > int(at_reload.processed[0]) >= int(before.processed[0])  # counting went on, nothing reset
         outbound, internal = (after.traffic_packets[0, 0, 1, d] for d in (1, 2))  # ipv4, udp, by direction
         assert outbound == at_reload.traffic_packets[0, 0, 1, 1]  # not one more outbound packet after the reload
@@ -77,27 +72,18 @@ def test_sighup_reloads_the_file_and_keeps_the_process(tmp_path: Path) -> None:
     with open(log, "w") as err:
         proc = subprocess.Popen([sys.executable, "-m", "agent", "run", "--config", str(conf)], stderr=err)
     try:
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                first = values(port)
-                break
-            except OSError:
-                assert time.monotonic() < deadline and proc.poll() is None, log.read_text()
-                time.sleep(0.2)
+        key = ("pktagent_packets_processed_total", (("interface", "udp.pcap"),))
+        first = until(lambda: proc.poll() is not None or values(port).get(key), "the agent to count", timeout=15)
+        assert proc.poll() is None, log.read_text()
         conf.write_text(conf.read_text() + "local_networks: [192.168.0.0/16, 10.0.0.0/8]\nflows: {max_flows: 32}\n")
         proc.send_signal(signal.SIGHUP)
-        deadline = time.monotonic() + 10
-        while "reloaded the config" not in log.read_text():
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.1)
+        until(lambda: "reloaded the config" in log.read_text(), "the reload in the log", timeout=10)
         text = log.read_text()
         assert "reloaded the config: local_networks" in text
         assert "need a restart to take effect: flows.max_flows" in text
-        time.sleep(1.0)
-        second = values(port)
-        key = ("pktagent_packets_processed_total", frozenset({("interface", "udp.pcap")}))
-        assert second[key] >= first[key]
+        # Counting goes on from where it was, not from zero: the whole capture, 50 packets, once.
+        assert first > 0
+        until(lambda: values(port).get(key) == 50, "all 50 packets counted", timeout=30)
         assert proc.poll() is None
     finally:
         proc.send_signal(signal.SIGTERM)
