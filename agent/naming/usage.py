@@ -20,7 +20,6 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from agent.base.arrays import unique
 from agent.base.batch import I64
 from agent.naming.interner import OTHER, UNNAMED, Interner
 
@@ -38,6 +37,11 @@ class TopN:
         # Series 0 is 'other' and 1 'unnamed'; 2.. are names'. Totals per series, per measure.
         self.totals = np.zeros((budget + 2, 4), np.float64)
         self.series_name: list[int | None] = [OTHER, UNNAMED] + [None] * budget
+        # Packet time each series was given (-1: given while counting a batch, its time set by the
+        # batch's ``touch``). A series is outranked only once it has held its place a whole
+        # interval: a first batch that spans the early names and busier later ones (a live batch
+        # is up to a second) must not churn at once.
+        self.given_at = np.zeros(budget + 2, np.int64)
         self.dropped = 0
         self._next_rank: int | None = None
         self._free_series = list(range(2, budget + 2))
@@ -70,8 +74,12 @@ class TopN:
     def _series_for(self, name_ids: I64) -> I64:
         series = self.series_of[name_ids]
         if self._free_series and not series.all():
-            # While the budget has room, a new name gets its series at once rather than at the next ranking.
-            for name in unique(name_ids[(series == OTHER) & (name_ids > UNNAMED)]).tolist():
+            # While the budget has room, a new name gets its series at once rather than at the next
+            # ranking: in the order the names first appear, so how packets were cut into batches
+            # (a live batch spans up to a second) does not change who came first.
+            new = name_ids[(series == OTHER) & (name_ids > UNNAMED)]
+            ids, first = np.unique(new, return_index=True)
+            for name in ids[np.argsort(first, kind="stable")].tolist():
                 if not self._free_series:
                     break
                 self._give(self._free_series.pop(0), name)
@@ -79,6 +87,7 @@ class TopN:
         return series
 
     def touch(self, name_ids: I64, now: int) -> None:
+        self.given_at[self.given_at < 0] = now
         if name_ids.size:
             self.last_active[name_ids] = now
 
@@ -113,14 +122,16 @@ class TopN:
         for name in candidates.tolist():
             free = [s for s in range(2, self.totals.shape[0]) if self.series_name[s] is None]
             if free:
-                self._give(free[0], name)
+                self._give(free[0], name, now)
                 changed = True
                 continue
-            owners = [(self.recent[self.series_name[s]], s) for s in range(2, self.totals.shape[0])]
+            owners = [(self.recent[self.series_name[s]], s) for s in range(2, self.totals.shape[0]) if now - self.given_at[s] >= self.interval_us]
+            if not owners:
+                break  # every series is new: none has held its place long enough to lose it
             weakest, slot = min(owners)
             if self.recent[name] > 2 * weakest:  # far busier: take the weakest series' place
                 self._drop(slot)
-                self._give(slot, name)
+                self._give(slot, name, now)
                 changed = True
             else:
                 break
@@ -135,10 +146,11 @@ class TopN:
         self.names.release(gone)
         self.recent[gone] = 0.0
 
-    def _give(self, slot: int, name: int) -> None:
+    def _give(self, slot: int, name: int, now: int = -1) -> None:
         self.series_name[slot] = name
         self.series_of[name] = slot
         self.totals[slot] = 0.0
+        self.given_at[slot] = now
 
     def _drop(self, slot: int) -> None:
         name = self.series_name[slot]
