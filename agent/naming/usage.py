@@ -21,6 +21,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from agent.base.batch import I64
+from agent.config import DevicesConfig
 from agent.naming.interner import OTHER, UNNAMED, Interner
 
 TX_BYTES, RX_BYTES, TX_PACKETS, RX_PACKETS = range(4)
@@ -171,6 +172,23 @@ class TopN:
                 if label is not None:
                     out.append((label, self.totals[s].tolist()))
         return out
+
+
+def budgets(config: DevicesConfig, *, workers: int = 0) -> tuple[TopN, TopN]:
+    """The device and the domain series budgets a config asks for.
+
+    With ``workers``, the budgets of a worker pool's parent: room for every name the workers may
+    hold a series for at once, and the names ranked against them, rather than every name there is.
+    """
+    ttl_us, rank_us = int(config.series_ttl_seconds * 1e6), int(config.series_rank_seconds * 1e6)
+
+    def top(budget: int, most: int, fixed: tuple[str, str]) -> TopN:
+        capacity = min(most, workers * budget * 4) if workers else most
+        return TopN(budget, ttl_us, interval_us=rank_us, capacity=capacity + 2, fixed=fixed)
+
+    return top(config.series_budget, config.max_devices, ("other", "unnamed")), top(
+        config.domain_series_budget, config.max_domain_addresses, ("other", "unknown")
+    )
 
 
 class MergedUsage:

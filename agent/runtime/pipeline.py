@@ -29,7 +29,7 @@ from agent.naming.devices import NameLookup, local_devices
 from agent.naming.domains import DomainMap
 from agent.naming.learn import Learner, Observations
 from agent.naming.registry import Device, Registry
-from agent.naming.usage import RX_BYTES, TX_BYTES, TopN
+from agent.naming.usage import RX_BYTES, TX_BYTES, budgets
 from agent.stages.classify import Classifier
 from agent.stages.counters import Counters
 from agent.stages.decode import decode, supported
@@ -62,9 +62,7 @@ class Pipeline:
         d = config.devices
         self.learner = Learner(d.learn_per_batch)
         self.registry = self._registry(known_devices)
-        ttl_us, rank_us = int(d.series_ttl_seconds * 1e6), int(d.series_rank_seconds * 1e6)
-        self.device_usage = TopN(d.series_budget, ttl_us, interval_us=rank_us, capacity=d.max_devices + 2, fixed=("other", "unnamed"))
-        self.domain_usage = TopN(d.domain_series_budget, ttl_us, interval_us=rank_us, capacity=d.max_domain_addresses + 2, fixed=("other", "unknown"))
+        self.device_usage, self.domain_usage = budgets(d)
         self.devices = NameLookup(self.registry, d.cache_size, int(d.cache_ttl_seconds * 1_000_000), self.device_usage.names)
         self.domains = DomainMap(d.max_domain_addresses, self.domain_usage.names)
         f = config.flows

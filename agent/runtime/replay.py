@@ -33,7 +33,7 @@ REPLAY_BATCH = 12288
 MAPPED_SLOTS, COPIED_SLOTS = 2, 3
 
 
-def interface_names(paths: Sequence[str | Path]) -> list[str]:
+def file_labels(paths: Sequence[str | Path]) -> list[str]:
     """Label values for capture files: the file name, or the path where two files share a name."""
     names = [Path(p).name for p in paths]
     return [n if names.count(n) == 1 else str(p) for n, p in zip(names, paths)]
@@ -41,7 +41,7 @@ def interface_names(paths: Sequence[str | Path]) -> list[str]:
 
 def file_opener(config: Config, paths: Sequence[str | Path], *, pace: bool) -> tuple[list[str], Callable[[int], FileSource]]:
     """Interface names for the files, and a function that opens file number i."""
-    names = interface_names(paths)
+    names = file_labels(paths)
     bpf = config.capture.bpf_filter or None
 
     def open_file(i: int) -> FileSource:

@@ -30,7 +30,7 @@ from agent.capture import Source
 from agent.config import Config
 from agent.naming.learn import Observations
 from agent.naming.registry import Device
-from agent.naming.usage import MergedUsage, TopN
+from agent.naming.usage import MergedUsage, budgets
 from agent.runtime.engine import live_engine
 from agent.runtime.pipeline import Pipeline
 from agent.runtime.sources import open_live
@@ -260,14 +260,5 @@ class WorkerPool:
 
 def merged_usage(config: Config, workers: int) -> tuple[MergedUsage, MergedUsage]:
     """The parent's device and domain series: the budgets of one agent, fed by every worker."""
-    d = config.devices
-    ttl_us, rank_us = int(d.series_ttl_seconds * 1e6), int(d.series_rank_seconds * 1e6)
-
-    def top(budget: int, most: int, fixed: tuple[str, str]) -> TopN:
-        # Room for every name the workers may hold a series for at once, and the names ranked against them.
-        return TopN(budget, ttl_us, interval_us=rank_us, capacity=min(most, workers * budget * 4) + 2, fixed=fixed)
-
-    return (
-        MergedUsage(top(d.series_budget, d.max_devices, ("other", "unnamed"))),
-        MergedUsage(top(d.domain_series_budget, d.max_domain_addresses, ("other", "unknown"))),
-    )
+    devices, domains = budgets(config.devices, workers=workers)
+    return MergedUsage(devices), MergedUsage(domains)
