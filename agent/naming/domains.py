@@ -70,7 +70,7 @@ _PSL_LOCK = threading.Lock()
 
 
 def load_suffixes() -> SuffixList:
-    """The list, read once per process (when the first DomainMap is built: before any fork, in no thread of its own)."""
+    """The list, read once per process, at the first name that needs it (in no thread of its own)."""
     global _PSL
     with _PSL_LOCK:
         if _PSL is None:
@@ -100,9 +100,9 @@ class DomainMap:
         self._clock = 0
         self.evictions = 0
         self.hits = self.misses = 0
-        # Read the suffix list now, in this thread: a loading thread would hold _PSL_LOCK across the
-        # fork of the workers, and a worker forked then would wait for that lock for ever.
-        load_suffixes()
+        # The suffix list is read at the first DNS answer, by the thread that learns it (never by a
+        # thread of its own, which could hold _PSL_LOCK across a fork): a replay's reader process
+        # runs meanwhile, and an agent that sees no DNS never pays its 70 ms or its megabyte.
 
     def __len__(self) -> int:
         return self.max_entries - len(self._free)

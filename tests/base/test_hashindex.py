@@ -45,7 +45,7 @@ def test_the_table_starts_small_and_grows_with_its_keys_up_to_its_bound() -> Non
     assert idx.size == 4096  # 64 KiB, not the 4 MiB 65,536 keys may need
     keys = (np.arange(1, 2001, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)) | np.uint64(2)
     idx.insert(keys, np.arange(2000))
-    assert idx.size == 8192  # 2000 keys fill at most a quarter
+    assert idx.size == 16384  # 2000 keys fill at most an eighth (short probes) while the table may grow
     assert idx.lookup(keys).tolist() == list(range(2000))
     more = (np.arange(2001, 65537, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)) | np.uint64(2)
     idx.insert(more, np.arange(2000, 65536))
