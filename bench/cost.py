@@ -42,15 +42,14 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 sys.path.insert(0, str(HERE))
+from live import PORT, metrics  # noqa: E402 - the live benchmark's agent port and /metrics reader
 from netns import VethPair, require_namespaces  # noqa: E402 - the tests' namespace helper
 from run import pktagent_command  # noqa: E402 - the offline benchmark's way to find the agent
 
-PORT = 10464
 SEED = 17  # the held-out mix: W1 uses seed 1
 PACKETS = 200_000  # sent over and over (--loop): tcpreplay preloads the file for every run
 SETTLE = 1.5  # seconds after the send before CPU is read: longer than pktagent's maximum batch latency (1 s)
 TICK = os.sysconf("SC_CLK_TCK")
-FETCH = "import sys, urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())"
 
 
 # -- /proc ----------------------------------------------------------------------------------
@@ -126,16 +125,6 @@ def rss_mib(pid: int) -> float:
 
 
 # -- the capturers --------------------------------------------------------------------------
-
-
-def metrics(pair: VethPair) -> dict[str, float]:
-    body = subprocess.run(pair.in_receiver(sys.executable, "-c", FETCH, f"http://127.0.0.1:{PORT}/metrics"), capture_output=True, text=True, check=True).stdout
-    out: dict[str, float] = {}
-    for line in body.splitlines():
-        if line.startswith("pktagent_") and " " in line:
-            name, value = line.rsplit(" ", 1)
-            out[name] = float(value)
-    return out
 
 
 class Capturer:
