@@ -23,6 +23,25 @@ def capture(n: int = 50, cut: int | None = None) -> g.Capture:
     return cap
 
 
+class Clock:
+    """A paced replay's clock and sleep: time moves only when the source sleeps or the test says so."""
+
+    def __init__(self, now: float = 5000.0) -> None:
+        self.now = now
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, s: float) -> None:
+        self.slept.append(s)
+        self.now += s
+
+
+def paced(path: Path, clock: Clock, **options: bool) -> FileSource:
+    return FileSource(path, pace=True, clock=clock, sleep=clock.sleep, **options)
+
+
 def read_all(src: FileSource, size: int = 7) -> tuple[int, int, list[int]]:
     packets = wire = 0
     times: list[int] = []
@@ -86,17 +105,11 @@ def test_file_cut_short_is_read_up_to_the_cut(tmp_path: Path, caplog: pytest.Log
 
 def test_paced_replay_moves_timestamps_to_now_and_waits(tmp_path: Path) -> None:
     cap = capture(n=5)  # one packet every millisecond
-    clock = [5000.0]
-    slept: list[float] = []
-
-    def sleep(s: float) -> None:
-        slept.append(s)
-        clock[0] += s
-
-    src = FileSource(cap.write(tmp_path / "p.pcap"), pace=True, clock=lambda: clock[0], sleep=sleep)
+    clock = Clock()
+    src = paced(cap.write(tmp_path / "p.pcap"), clock)
     first = src.read(100, 0.0)
     assert first is not None and first.ts.tolist() == [5_000_000_000]
-    clock[0] += 0.0025
+    clock.now += 0.0025
     second = src.read(100, 0.0)
     assert second is not None and second.ts.tolist() == [5_000_001_000, 5_000_002_000]
 
@@ -141,12 +154,12 @@ def test_a_paced_slice_keeps_only_its_own_packets_alive(tmp_path: Path, pcapng: 
     # A paced replay hands on a few packets at a time; each slice waiting in the queue must not
     # keep the whole read (its columns, or its bytes when libpcap read them) alive.
     cap = capture(n=50)
-    clock = [5000.0]
-    src = FileSource(cap.write(tmp_path / "p.pcap", pcapng=pcapng), pace=True, clock=lambda: clock[0], sleep=lambda s: None)
+    clock = Clock()
+    src = paced(cap.write(tmp_path / "p.pcap", pcapng=pcapng), clock)
     first = src.read(100, 0.0)
     assert first is not None and len(first) == 1
     assert batch_nbytes(first) == 62 + 4 * 8  # its 62 captured bytes and one row of four int64 columns
-    clock[0] += 0.0015
+    clock.now += 0.0015
     second = src.read(100, 0.0)
     assert second is not None and len(second) == 1
     assert batch_nbytes(second) == 72 + 4 * 8
@@ -164,12 +177,7 @@ def test_paced_slices_of_a_mapped_file_do_not_keep_it_mapped(tmp_path: Path) -> 
             base = base.base
         return base.obj if isinstance(base, memoryview) else base
 
-    clock = [5000.0]
-
-    def sleep(s: float) -> None:
-        clock[0] += s
-
-    src = FileSource(capture(n=50).write(tmp_path / "m.pcap"), pace=True, loop=True, clock=lambda: clock[0], sleep=sleep)
+    src = paced(capture(n=50).write(tmp_path / "m.pcap"), Clock(), loop=True)
     assert src.mapped is not None  # read from a map, not through libpcap
     slices = [b for _ in range(12) if (b := src.read(100, 10.0)) is not None and len(b)]  # a long window: a pass at a time
     assert [len(s) for s in slices] == [50] * 6  # each pass waited out (49 ms), then handed on whole
@@ -180,17 +188,11 @@ def test_paced_slices_of_a_mapped_file_do_not_keep_it_mapped(tmp_path: Path) -> 
 def test_a_paced_replay_never_hands_over_a_packet_before_its_time(tmp_path: Path) -> None:
     # A one-second window batches what becomes due, like a live capture; it does not reach ahead.
     cap = capture(n=5)  # one packet every millisecond
-    clock = [5000.0]
-    slept: list[float] = []
-
-    def sleep(s: float) -> None:
-        slept.append(s)
-        clock[0] += s
-
-    src = FileSource(cap.write(tmp_path / "p.pcap"), pace=True, clock=lambda: clock[0], sleep=sleep)
+    clock = Clock()
+    src = paced(cap.write(tmp_path / "p.pcap"), clock)
     first = src.read(100, 1.0)
     assert first is not None and len(first) == 0  # the file's last packet is 4 ms away: wait for it
-    assert slept == [pytest.approx(0.004)]
+    assert clock.slept == [pytest.approx(0.004)]
     second = src.read(100, 1.0)
     assert second is not None and second.ts.tolist() == [5_000_000_000 + 1000 * i for i in range(5)]
-    assert int(second.ts.max()) <= int(clock[0] * 1_000_000)
+    assert int(second.ts.max()) <= int(clock.now * 1_000_000)
