@@ -186,13 +186,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 def exposition(snap: Snapshot) -> bytes:
     """The Prometheus text exposition of one snapshot."""
-    from prometheus_client import CollectorRegistry, generate_latest
+    from agent.export.metrics import Exposition
 
-    from agent.export.metrics import SnapshotCollector
-
-    registry = CollectorRegistry()
-    registry.register(SnapshotCollector(lambda: snap))
-    return bytes(generate_latest(registry))
+    return Exposition(lambda: snap).render()
 
 
 def cmd_devices(args: argparse.Namespace) -> int:

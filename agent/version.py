@@ -8,10 +8,8 @@ import importlib.util
 import json
 import platform
 import re
-import subprocess
 import sys
 from collections.abc import Sequence
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +21,8 @@ BUILD_FILE = "_build.json"
 
 def baked() -> dict[str, str]:
     """The revision and build date baked in when the wheel was built, if it was."""
+    from importlib import resources  # here: a running agent reads it once, and the import costs 1 MiB
+
     try:
         data = json.loads(resources.files("agent").joinpath(BUILD_FILE).read_text())
     except (OSError, ValueError):
@@ -34,6 +34,7 @@ def git_revision(checkout: Path) -> str:
     """The commit a checkout is at (``-dirty`` when it has changes), or ``unknown``."""
     if not (checkout / ".git").exists():
         return "unknown"
+    import subprocess
     try:
         head = subprocess.run(["git", "-C", str(checkout), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
         dirty = subprocess.run(["git", "-C", str(checkout), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=5)

@@ -9,20 +9,18 @@ import socket
 import ssl
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.parser import text_string_to_metric_families
 
 from agent.base import labels
 from agent.base.snapshot import Snapshot
 from agent.config import Config, WebConfig
 from agent.errors import ConfigError
-from agent.export.metrics import SnapshotCollector
+from agent.export.metrics import Exposition
 from agent.export.server import MetricsServer, accepts_gzip, address_family
 
 HEALTH = {"status": "ok", "version": "9.8.7", "captures": [{"interface": "eth<0>", "up": True, "error": None, "packets_captured": 1234}]}
@@ -49,23 +47,14 @@ def snapshot() -> Snapshot:
     )
 
 
-def registry() -> CollectorRegistry:
-    r = CollectorRegistry()
-    r.register(SnapshotCollector(snapshot))
-    return r
+def registry() -> Callable[[Collection[str] | None], bytes]:
+    return Exposition(snapshot).render
 
 
-class _Huge:
+def huge_registry() -> Callable[[Collection[str] | None], bytes]:
     """One metric with a 16 MB help text: more than any socket buffer holds, and cheap to build."""
-
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        yield GaugeMetricFamily("big", "x" * (16 << 20), value=1)
-
-
-def huge_registry() -> CollectorRegistry:
-    r = CollectorRegistry()
-    r.register(_Huge())
-    return r
+    text = b"# HELP big " + b"x" * (16 << 20) + b"\n# TYPE big gauge\nbig 1.0\n"
+    return lambda names: text
 
 
 @pytest.fixture
@@ -219,16 +208,12 @@ def test_a_failing_snapshot_breaks_one_part_not_the_scrape() -> None:
             raise RuntimeError("pipeline gone")
         return snapshot()
 
-    r = CollectorRegistry()
-    r.register(SnapshotCollector(source))
-    from prometheus_client import Gauge
-
-    Gauge("other_part", "Another collector.", registry=r).set(3)
-    first = generate_latest(r).decode()
+    exposition = Exposition(source, extra=lambda: [("other_part", "Another part.", "gauge", [("other_part", (), 3)])])
+    first = exposition.render().decode()
     errors = {s.labels["collector"]: s.value for f in text_string_to_metric_families(first) if f.name == "pktagent_exporter_errors" for s in f.samples}
     assert errors["snapshot"] == 1 and sum(errors.values()) == 1
     assert "other_part 3.0" in first and "pktagent_packets_captured_total" not in first
-    second = generate_latest(r).decode()
+    second = exposition.render().decode()
     assert 'pktagent_packets_captured_total{interface="eth0"} 5.0' in second
     assert 'pktagent_exporter_errors_total{collector="snapshot"} 1.0' in second
 

@@ -1,7 +1,7 @@
 """The HTTP endpoint: metrics at ``web.telemetry_path`` (Prometheus exposition), ``/health`` (JSON) and a landing page at ``/``.
 
 HTTP/1.1 with keep-alive; metrics gzip-compressed when the scraper accepts it, and filtered by
-``name[]`` as prometheus_client's own server does. Any other path is 404, any method but GET and
+``name[]`` as Prometheus's own servers do. Any other path is 404, any method but GET and
 HEAD 405. With a web config (``agent.web``) every connection is TLS — the handshake runs in
 the connection's own thread, so a slow client never holds up the others — and every request
 must carry valid basic-auth credentials: a wrong or missing one gets 401 and nothing else.
@@ -24,19 +24,17 @@ import io
 import json
 import logging
 import socket
-import ssl
+import socketserver
 import threading
 import time
-from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable, Collection
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from prometheus_client import CollectorRegistry, Metric
-from prometheus_client.exposition import choose_encoder
-
 from agent.config import WebConfig
 from agent.errors import ConfigError
+from agent.export.http1 import BadRequestError, Request, read_request, response_head
+from agent.export.metrics import CONTENT_TYPE
 from agent.export.web import WebSecurity
 
 log = logging.getLogger("pktagent.server")
@@ -46,7 +44,7 @@ TOO_MANY = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nCon
 REASONS = ("connection_limit", "address_limit", "accept_failed", "read_timeout", "idle_timeout", "write_timeout", "auth_queue_full")
 ACCEPT_BACKOFF = 0.1  # out of file descriptors: wait this long before accepting again, never spin
 GZIP_LEVEL = 6  # Go's default, as promhttp uses: the demo's 28.3 KB exposition -> 4.0 KB in 0.4 ms
-DISCONNECTED = (ConnectionError, ssl.SSLError, TimeoutError)  # the client went away or stalled: one debug line
+DISCONNECTED = (OSError,)  # a socket or TLS error (ssl.SSLError is an OSError): the client went away or stalled; one debug line
 
 
 class _DeadlineReader(io.RawIOBase):
@@ -72,10 +70,11 @@ class _DeadlineReader(io.RawIOBase):
             raise
 
 
-class _Server(ThreadingHTTPServer):
+class _Server(socketserver.ThreadingTCPServer):
     daemon_threads = True
+    allow_reuse_address = True
     request_queue_size = 128
-    registry: CollectorRegistry
+    metrics: Callable[[Collection[str] | None], bytes]
     health: Callable[[], tuple[int, dict[str, Any]]]
     security: WebSecurity
     limits: WebConfig
@@ -166,7 +165,7 @@ class _Server(ThreadingHTTPServer):
             self.count("read_timeout")
             log.debug("TLS handshake with %s timed out", client_address[0])
             return
-        except (ssl.SSLError, OSError) as e:
+        except OSError as e:  # ssl.SSLError included
             log.debug("TLS handshake with %s failed: %s", client_address[0], e)
             return
         try:
@@ -182,27 +181,25 @@ class _Server(ThreadingHTTPServer):
         super().shutdown()
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(socketserver.BaseRequestHandler):
+    """One connection: requests read in turn (keep-alive), each answered whole before the next is read."""
+
     server: _Server
-    protocol_version = "HTTP/1.1"
-
-    def version_string(self) -> str:
-        return "pktagent"  # the stdlib's default adds " Python/3.x": a trailing space when emptied
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
-        log.debug("%s %s", self.address_string(), format % args)
+    connection: socket.socket
 
     def setup(self) -> None:
-        super().setup()
-        self.rfile.close()  # the stdlib's reader: replaced by one with a deadline for the whole request head
-        self._reader = _DeadlineReader(self.connection)
-        self.rfile = io.BufferedReader(self._reader)  # type: ignore[assignment]
+        self.connection = self.request
+        self._reader = _DeadlineReader(self.connection)  # a deadline for the whole request head
+        self.rfile = io.BufferedReader(self._reader)
         self._requests = 0
         self._reader.deadline = time.monotonic() + self.server.limits.read_timeout_seconds
+        self.close_connection = False
+        self.req = Request("GET", "", (1, 1))
 
     def handle(self) -> None:
         try:
-            super().handle()
+            while not self.close_connection:
+                self.handle_one_request()
         except DISCONNECTED as e:
             log.debug("%s went away mid-response: %s", self.client_address[0], e or type(e).__name__)
 
@@ -211,7 +208,7 @@ class _Handler(BaseHTTPRequestHandler):
         if self._requests:  # between two requests on a kept-alive connection: the idle timeout
             self._reader.deadline = time.monotonic() + limits.idle_timeout_seconds
         try:
-            if not self.rfile.peek(1):  # type: ignore[attr-defined]
+            if not self.rfile.peek(1):
                 self.close_connection = True
                 return
         except TimeoutError:
@@ -221,36 +218,44 @@ class _Handler(BaseHTTPRequestHandler):
         if self._requests:
             self._reader.deadline = time.monotonic() + limits.read_timeout_seconds
         self._requests += 1
-        super().handle_one_request()  # a timeout in it closes the connection, with one debug line
-        if self._reader.timed_out:
+        try:
+            req = read_request(self.rfile)
+        except BadRequestError as e:
+            self.send_error(e.status, e.message)
+            return
+        except TimeoutError:
             self.server.count("read_timeout")
+            log.debug("request from %s timed out", self.client_address[0])
+            self.close_connection = True
+            return
+        if req is None:
+            self.close_connection = True
+            return
+        self.req = req
+        self.close_connection = not req.keep_alive or req.has_body  # a body we do not read must not be taken for the next request
+        if req.method in ("GET", "HEAD"):
+            self.do_GET()
+        else:
+            self._not_allowed()
 
-    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
-        """Errors the stdlib raises itself (a bad request line, headers too long) as plain text, never HTML."""
+    def send_error(self, code: int, message: str) -> None:
+        """A request that cannot be read, answered in plain text (never HTML) and the connection closed."""
         self.close_connection = True
-        phrase = message or self.responses.get(code, ("Error",))[0]
-        self._send(code, f"{code} {phrase}\n".encode(), "text/plain; charset=utf-8", {"Connection": "close"}, secured=False)
+        self._send(code, f"{code} {message}\n".encode(), "text/plain; charset=utf-8", {"Connection": "close"}, secured=False)
 
     def _send(self, status: int, body: bytes, content_type: str, extra: dict[str, str] | None = None, *, secured: bool = True) -> None:
         self.connection.settimeout(self.server.limits.write_timeout_seconds)
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        headers = {**self.server.security.headers, **(extra or {})} if secured else dict(extra or {})
-        for k, v in headers.items():
-            self.send_header(k, v)
+        headers = {"Content-Type": content_type, "Content-Length": str(len(body))}
+        headers.update({**self.server.security.headers, **(extra or {})} if secured else (extra or {}))
+        log.debug('%s "%s %s" %d %d', self.client_address[0], self.req.method, self.req.target, status, len(body))
         try:
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(body)
+            self.connection.sendall(response_head(status, headers) + (b"" if self.req.method == "HEAD" else body))
         except TimeoutError:
             self.server.count("write_timeout")
             raise
 
     def _authorized(self) -> bool:
-        if self.headers.get("Content-Length", "0") not in ("", "0") or "Transfer-Encoding" in self.headers:
-            self.close_connection = True  # a body we do not read must not be taken for the next request
-        ok = self.server.security.check(self.headers.get("Authorization"), self.client_address[0])
+        ok = self.server.security.check(self.req.header("authorization"), self.client_address[0])
         if ok is None:
             self.server.count("auth_queue_full")
             self._send(429, b"Too many authentication attempts; retry later.\n", "text/plain; charset=utf-8", {"Retry-After": "1"})
@@ -259,10 +264,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(401, b"Unauthorized\n", "text/plain; charset=utf-8", {"WWW-Authenticate": 'Basic realm="pktagent"'})
         return ok
 
-    def do_GET(self) -> None:
+    def do_GET(self) -> None:  # noqa: N802 - GET and HEAD alike
         if not self._authorized():
             return
-        url = urlsplit(self.path)
+        url = urlsplit(self.req.target)
         if url.path == self.server.limits.telemetry_path:
             self._metrics(parse_qs(url.query))
         elif url.path == "/health":
@@ -273,19 +278,13 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._send(404, b"404 page not found\n", "text/plain; charset=utf-8")
 
-    do_HEAD = do_GET  # noqa: N815 - the stdlib's name
-
     def _metrics(self, params: dict[str, list[str]]) -> None:
-        encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
-        registry: Any = self.server.registry
-        if "name[]" in params:
-            registry = _Only(registry, params["name[]"])
-        body = encoder(registry)
+        body = self.server.metrics(set(params["name[]"]) if "name[]" in params else None)
         extra = {"Vary": "Accept-Encoding"}
-        if accepts_gzip(self.headers.get("Accept-Encoding", "")):
+        if accepts_gzip(self.req.header("accept-encoding", "") or ""):
             body = gzip.compress(body, GZIP_LEVEL)
             extra["Content-Encoding"] = "gzip"
-        self._send(200, body, content_type, extra)
+        self._send(200, body, CONTENT_TYPE, extra)
 
     def _landing(self) -> bytes:
         _, health = self.server.health()
@@ -302,30 +301,10 @@ class _Handler(BaseHTTPRequestHandler):
             f'<ul><li><a href="{metrics}">Metrics</a></li><li><a href="health">Health</a></li></ul>\n</body></html>\n'
         ).encode()
 
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("do_"):  # any other method: 405, once the credentials pass
-            return self._not_allowed
-        raise AttributeError(name)
-
     def _not_allowed(self) -> None:
         self.close_connection = True  # its body, if any, is not read
         if self._authorized():
             self._send(405, b"Method Not Allowed\n", "text/plain; charset=utf-8", {"Allow": "GET, HEAD", "Connection": "close"})
-
-
-class _Only:
-    """The samples named in ``name[]`` (as prometheus_client's server filters), of every collector, named or not."""
-
-    def __init__(self, registry: CollectorRegistry, names: list[str]) -> None:
-        self.registry, self.names = registry, set(names)
-
-    def collect(self) -> Iterator[Metric]:
-        for m in self.registry.collect():
-            samples = [s for s in m.samples if s.name in self.names]
-            if samples:
-                kept = Metric(m.name, m.documentation, m.type, m.unit)
-                kept.samples = samples
-                yield kept
 
 
 def accepts_gzip(accept_encoding: str) -> bool:
@@ -354,9 +333,9 @@ def address_family(host: str, port: int) -> socket.AddressFamily:
 
 
 class MetricsServer:
-    """Serve ``registry`` and ``health`` on ``host:port`` from a background thread.
+    """Serve ``metrics`` (the exposition, given the ``name[]`` filter) and ``health`` on ``host:port`` from a background thread.
 
-    >>> server = MetricsServer("127.0.0.1", 0, CollectorRegistry(), lambda: (200, {}))
+    >>> server = MetricsServer("127.0.0.1", 0, lambda names: b"", lambda: (200, {}))
     >>> server.port > 0
     True
     >>> server.close()
@@ -366,7 +345,7 @@ class MetricsServer:
         self,
         host: str,
         port: int,
-        registry: CollectorRegistry,
+        metrics: Callable[[Collection[str] | None], bytes],
         health: Callable[[], tuple[int, dict[str, Any]]],
         *,
         security: WebSecurity | None = None,
@@ -381,7 +360,7 @@ class MetricsServer:
         except OSError as e:
             self._httpd.server_close()
             raise ConfigError(f"web.listen: cannot listen on {host}:{port}: {e.strerror or e}") from None
-        self._httpd.registry = registry
+        self._httpd.metrics = metrics
         self._httpd.health = health
         self._gate_size = self._httpd.limits.auth_queue
         self._httpd.security = WebSecurity()

@@ -19,31 +19,27 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import os
 import re
-import ssl
 import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent.errors import ConfigError
 
-CLIENT_AUTH = {
-    "NoClientCert": ssl.CERT_NONE,
-    "VerifyClientCertIfGiven": ssl.CERT_OPTIONAL,
-    "RequireAndVerifyClientCert": ssl.CERT_REQUIRED,
+if TYPE_CHECKING:
+    import ssl  # imported when a web config asks for TLS: it costs a live agent about 4 MiB
+
+CLIENT_AUTH = {  # the exporter-toolkit's names -> ssl.VerifyMode members
+    "NoClientCert": "CERT_NONE",
+    "VerifyClientCertIfGiven": "CERT_OPTIONAL",
+    "RequireAndVerifyClientCert": "CERT_REQUIRED",
 }
-TLS_VERSIONS = {
-    "TLS10": ssl.TLSVersion.TLSv1,
-    "TLS11": ssl.TLSVersion.TLSv1_1,
-    "TLS12": ssl.TLSVersion.TLSv1_2,
-    "TLS13": ssl.TLSVersion.TLSv1_3,
-}
+TLS_VERSIONS = {"TLS10": "TLSv1", "TLS11": "TLSv1_1", "TLS12": "TLSv1_2", "TLS13": "TLSv1_3"}  # -> ssl.TLSVersion members
 TLS_KEYS = {"cert_file", "key_file", "client_auth_type", "client_ca_file", "min_version", "max_version"}
 NOT_SUPPORTED = {"cipher_suites", "curve_preferences", "prefer_server_cipher_suites", "client_allowed_sans", "cert", "key", "client_ca"}
 _BCRYPT = re.compile(r"^\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}$")
@@ -172,6 +168,8 @@ class WebSecurity:
             user, _, password = base64.b64decode(authorization[6:], validate=True).decode().partition(":")
         except (binascii.Error, UnicodeDecodeError):
             return False
+        import hashlib  # only with users: hashlib loads libcrypto
+
         key = (user, hashlib.sha256(password.encode()).digest())
         with self._lock:  # remembered credentials never queue for bcrypt
             if key in self._verified:
@@ -279,6 +277,8 @@ def _tls_context(tls: Any, base: Path) -> ssl.SSLContext:
             raise _err(f"tls_server_config.{key}", "is not supported by pktagent: remove it (OpenSSL's defaults apply)")
         if key not in TLS_KEYS:
             raise _err(f"tls_server_config.{key}", f"unknown key; known keys: {', '.join(sorted(TLS_KEYS))}")
+    import ssl
+
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     cert, key = _file(tls, "cert_file", base), _file(tls, "key_file", base)
     try:
@@ -293,7 +293,7 @@ def _tls_context(tls: Any, base: Path) -> ssl.SSLContext:
         )
     if auth not in CLIENT_AUTH:
         raise _err("tls_server_config.client_auth_type", f"{auth!r} is not one of {', '.join(CLIENT_AUTH)}")
-    ctx.verify_mode = CLIENT_AUTH[auth]
+    ctx.verify_mode = ssl.VerifyMode[CLIENT_AUTH[auth]]
     if "client_ca_file" in tls:
         ca = _file(tls, "client_ca_file", base)
         try:
@@ -306,7 +306,7 @@ def _tls_context(tls: Any, base: Path) -> ssl.SSLContext:
         if bound in tls:
             if tls[bound] not in TLS_VERSIONS:
                 raise _err(f"tls_server_config.{bound}", f"{tls[bound]!r} is not one of {', '.join(TLS_VERSIONS)}")
-            setattr(ctx, "minimum_version" if bound == "min_version" else "maximum_version", TLS_VERSIONS[tls[bound]])
+            setattr(ctx, "minimum_version" if bound == "min_version" else "maximum_version", ssl.TLSVersion[TLS_VERSIONS[tls[bound]]])
     if "min_version" not in tls:
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2  # the exporter-toolkit's default
     return ctx

@@ -124,16 +124,13 @@ class Agent:
 
     def _server(self, security: Any) -> Any:
         """The /metrics endpoint, bound now (while privileges last), serving from ``start`` on."""
-        from prometheus_client import CollectorRegistry, ProcessCollector
-
-        from agent.export.metrics import SnapshotCollector
+        from agent.export.metrics import Exposition
+        from agent.export.process import process_families
         from agent.export.server import MetricsServer
 
-        self.registry = CollectorRegistry()
-        self.registry.register(SnapshotCollector(self.snapshot))
-        ProcessCollector(registry=self.registry)  # process_* : CPU, memory, start time (restarts)
+        self.exposition = Exposition(self.snapshot, extra=process_families)  # process_*: CPU, memory, start time (restarts)
         host, port = config_mod.listen_address(self.config.web.listen)
-        return MetricsServer(host, port, self.registry, lambda: health(self.snapshot()), security=security, limits=self.config.web)
+        return MetricsServer(host, port, self.exposition.render, lambda: health(self.snapshot()), security=security, limits=self.config.web)
 
     def snapshot(self) -> Snapshot:
         """Every figure the agent exports, for a scrape, /health or OTLP. Reads only: what the workers

@@ -12,7 +12,6 @@ run with the same set. ``harden()`` sets no_new_privs in any case.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 import os
 import pwd
@@ -39,7 +38,7 @@ class _CapData(ctypes.Structure):
 
 
 def _libc() -> ctypes.CDLL:
-    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    return ctypes.CDLL(None, use_errno=True)  # the C library the interpreter runs on, whatever its file name
 
 
 def _prctl(libc: ctypes.CDLL, option: int, arg: int = 0) -> None:

@@ -16,7 +16,6 @@ from pathlib import Path
 import bcrypt
 import pytest
 from certs import Pki, make_pki
-from prometheus_client import CollectorRegistry
 from waiting import until
 
 from agent.export import web
@@ -97,7 +96,7 @@ def test_remembered_credentials_never_wait_for_the_queue() -> None:
 
 def test_a_reload_keeps_remembered_credentials_of_unchanged_users() -> None:
     h = bcrypt.hashpw(b"pw", bcrypt.gensalt(4)).decode()
-    server = MetricsServer("127.0.0.1", 0, CollectorRegistry(), lambda: (200, {}), security=web.from_mapping({"basic_auth_users": {"u": h, "v": h}}))
+    server = MetricsServer("127.0.0.1", 0, lambda names: b"", lambda: (200, {}), security=web.from_mapping({"basic_auth_users": {"u": h, "v": h}}))
     try:
         assert server.security.check(basic("u", "pw")) and server.security.check(basic("v", "pw"))
         checks = server.security.gate.checks
@@ -113,7 +112,7 @@ def test_a_password_longer_than_72_bytes_is_checked_as_bcrypt_reads_it() -> None
     """bcrypt reads 72 bytes; bcrypt 5 raises ValueError on more. Go (exporter-toolkit) compares the first 72."""
     long = "p" * 72 + "-and-more-that-bcrypt-never-read"
     sec = web.from_mapping({"basic_auth_users": {"u": bcrypt.hashpw(long.encode()[:72], bcrypt.gensalt(4)).decode()}})
-    server = MetricsServer("127.0.0.1", 0, CollectorRegistry(), lambda: (200, {}), security=sec)
+    server = MetricsServer("127.0.0.1", 0, lambda names: b"", lambda: (200, {}), security=sec)
     server.start()
     try:
         for password, status in ((long, 200), ("q" * 100, 401), ("p" * 71, 401)):
@@ -147,7 +146,7 @@ def storm_server(pki: Pki, tmp_path: Path) -> Iterator[MetricsServer]:
     users = {u: bcrypt.hashpw(p.encode(), bcrypt.gensalt(COST)).decode() for u, p in GOOD.items()}
     cfg = tmp_path / "web.yml"
     cfg.write_text(json.dumps({"tls_server_config": {"cert_file": str(pki.server_cert), "key_file": str(pki.server_key)}, "basic_auth_users": users}))
-    server = MetricsServer("127.0.0.1", 0, CollectorRegistry(), lambda: (200, {"status": "ok"}), security=web.load(cfg))
+    server = MetricsServer("127.0.0.1", 0, lambda names: b"", lambda: (200, {"status": "ok"}), security=web.load(cfg))
     server.start()
     yield server
     server.close()

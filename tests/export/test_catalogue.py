@@ -7,20 +7,17 @@ import logging
 
 import numpy as np
 import pytest
-from prometheus_client import CollectorRegistry, generate_latest
 from scrape import Samples, family, samples
 
 from agent.base.snapshot import CacheStats, Snapshot
 from agent.export.catalogue import CATALOGUE, GROUPS, Family
-from agent.export.metrics import SnapshotCollector
+from agent.export.metrics import Exposition
 
 UNITS = {"s": "_seconds", "By": "_bytes"}
 
 
-def scrape(collector: SnapshotCollector) -> Samples:
-    registry = CollectorRegistry()
-    registry.register(collector)
-    return samples(generate_latest(registry).decode())
+def scrape(exposition: Exposition) -> Samples:
+    return samples(exposition.render().decode())
 
 
 def names(found: Samples) -> set[str]:
@@ -49,7 +46,7 @@ def test_a_failing_snapshot_costs_the_scrape_its_figures_not_its_answer(caplog: 
     def broken() -> Snapshot:
         raise RuntimeError("pipeline gone")
 
-    collector = SnapshotCollector(broken)
+    collector = Exposition(broken)
     with caplog.at_level(logging.CRITICAL, "pktagent.metrics"):
         first, second = scrape(collector), scrape(collector)
     assert names(first) == {"pktagent_exporter_errors_total"}
@@ -66,7 +63,7 @@ def test_a_failing_part_drops_only_that_part(caplog: pytest.LogCaptureFixture) -
     families = [dataclasses.replace(f, read=boom) if f.name == "pktagent_flows_capacity" else f for f in CATALOGUE]
     cube = np.zeros((1, 4, 6, 5))
     snapshot = Snapshot(interfaces=("eth0",), processed=np.array([7]), traffic_packets=cube, traffic_bytes=cube, caches=(CacheStats("dedup", hits=3),))
-    collector = SnapshotCollector(lambda: snapshot, families)
+    collector = Exposition(lambda: snapshot, families)
     with caplog.at_level(logging.CRITICAL, "pktagent.metrics"):
         got = scrape(collector)
     assert not {f.name for f in CATALOGUE if f.group == "flows"} & names(got)  # the whole part: no half-built group
@@ -77,8 +74,8 @@ def test_a_failing_part_drops_only_that_part(caplog: pytest.LogCaptureFixture) -
 
 
 def test_optional_parts_appear_only_when_running() -> None:
-    plain = scrape(SnapshotCollector(lambda: Snapshot(interfaces=("eth0",))))
+    plain = scrape(Exposition(lambda: Snapshot(interfaces=("eth0",))))
     assert not {"pktagent_otlp_exports_total", "pktagent_device_store_writes_total"} & names(plain)
-    running = scrape(SnapshotCollector(lambda: Snapshot(interfaces=("eth0",), otlp_exports={"success": 3, "failure": 1}, store_writes={"ok": 2})))
+    running = scrape(Exposition(lambda: Snapshot(interfaces=("eth0",), otlp_exports={"success": 3, "failure": 1}, store_writes={"ok": 2})))
     assert family(running, "pktagent_otlp_exports_total") == {(("result", "success"),): 3, (("result", "failure"),): 1}
     assert family(running, "pktagent_device_store_writes_total") == {(("result", "ok"),): 2}

@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from prometheus_client import CollectorRegistry
 from test_http_server import huge_registry
 from waiting import until
 
@@ -31,7 +30,7 @@ def sockets() -> Iterator[list[socket.socket]]:
 
 
 def serve(**limits: object) -> MetricsServer:
-    s = MetricsServer("127.0.0.1", 0, CollectorRegistry(), lambda: OK, limits=WebConfig(**limits))  # type: ignore[arg-type]
+    s = MetricsServer("127.0.0.1", 0, lambda names: b"", lambda: OK, limits=WebConfig(**limits))  # type: ignore[arg-type]
     s.start()
     return s
 
@@ -132,11 +131,10 @@ def test_silent_and_idle_connections_are_closed_and_counted(sockets: list[socket
 
 SERVER_LOW_ON_FDS = """
 import json, resource, sys, time
-from prometheus_client import CollectorRegistry
 from agent.config import WebConfig
 from agent.export.server import MetricsServer
 resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
-s = MetricsServer("127.0.0.1", 0, CollectorRegistry(), lambda: (200, {}), limits=WebConfig(
+s = MetricsServer("127.0.0.1", 0, lambda names: b"", lambda: (200, {}), limits=WebConfig(
     max_connections=1000, max_connections_per_address=1000, read_timeout_seconds=120))
 s.start()
 print(s.port, flush=True)

@@ -12,7 +12,6 @@ from pathlib import Path
 import bcrypt
 import pytest
 from certs import Pki, make_pki
-from prometheus_client import CollectorRegistry
 
 from agent.errors import ConfigError
 from agent.export import web
@@ -33,7 +32,7 @@ def write(tmp_path: Path, text: str) -> Path:
 
 
 def serve(security: web.WebSecurity) -> MetricsServer:
-    s = MetricsServer("127.0.0.1", 0, CollectorRegistry(), lambda: (200, {"status": "ok"}), security=security)
+    s = MetricsServer("127.0.0.1", 0, lambda names: b"", lambda: (200, {"status": "ok"}), security=security)
     s.start()
     return s
 

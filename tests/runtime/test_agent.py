@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from known import mixed
-from prometheus_client import CollectorRegistry, generate_latest
 
 from agent.config import Config
-from agent.export.metrics import SnapshotCollector
+from agent.export.metrics import Exposition
 from agent.runtime.agent import agent_memory
 from agent.runtime.replay import replay_files
 
@@ -30,12 +29,9 @@ def test_the_memory_series_are_exposed_when_the_snapshot_has_them(tmp_path: Path
     path = mixed().capture.write(tmp_path / "m.pcap")
     snap = replay_files(Config(), [path])
     memory = {"resident": 3 * 1024, "peak": 5 * 1024, "processes": 2}
-    registry = CollectorRegistry()
-    registry.register(SnapshotCollector(lambda: snap.replace(memory=memory)))
-    lines = generate_latest(registry).decode().splitlines()
+    lines = Exposition(lambda: snap.replace(memory=memory)).render().decode().splitlines()
     assert "pktagent_resident_memory_bytes 3072.0" in lines
     assert "pktagent_peak_resident_memory_bytes 5120.0" in lines
     assert "pktagent_processes 2.0" in lines
-    bare = CollectorRegistry()
-    bare.register(SnapshotCollector(lambda: snap))  # a replay: no processes of an agent to report
-    assert "pktagent_resident_memory_bytes" not in generate_latest(bare).decode()
+    bare = Exposition(lambda: snap)  # a replay: no processes of an agent to report
+    assert b"pktagent_resident_memory_bytes" not in bare.render()

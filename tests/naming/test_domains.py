@@ -1,0 +1,44 @@
+"""The Public Suffix List as the agent holds it: registrable domains by the list's three kinds of rule."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from publicsuffixlist import PSLFILE
+
+from agent.naming.domains import SuffixList, _ascii, registrable
+
+
+@pytest.mark.parametrize(
+    ("name", "domain"),
+    [
+        ("www.bbc.co.uk", "bbc.co.uk"),  # a normal rule two labels deep
+        ("example.com", "example.com"),
+        ("a.b.c.example.com", "example.com"),
+        ("x.b.kawasaki.jp", "x.b.kawasaki.jp"),  # "*.kawasaki.jp": b.kawasaki.jp is itself a suffix
+        ("x.city.kawasaki.jp", "city.kawasaki.jp"),  # "!city.kawasaki.jp": an exception is registrable
+        ("www.test.xn--p1ai", "test.xn--p1ai"),  # .рф, as the DNS carries it
+        ("co.uk", None),  # a public suffix has no registrable domain
+        ("localhost", None),
+        ("host.unlisted-tld", "host.unlisted-tld"),  # the default rule "*"
+    ],
+)
+def test_registrable_domains(name: str, domain: str | None) -> None:
+    assert registrable(name) == domain
+
+
+def test_rules_in_ascii_are_what_the_idna_codec_gives() -> None:
+    """Punycode label by label equals the idna codec (with its nameprep) for every rule of the shipped list."""
+    lines = Path(PSLFILE).read_text(encoding="utf-8").splitlines()
+    rules = [line.split()[0] for line in lines if line.strip() and not line.startswith("//")]
+    unicode_rules = [r.lstrip("!*.") for r in rules if not r.isascii()]
+    assert len(unicode_rules) > 100
+    assert [_ascii(r) for r in unicode_rules] == [r.encode("idna").decode() for r in unicode_rules]
+
+
+def test_a_small_list_file(tmp_path: Path) -> None:
+    path = tmp_path / "psl.dat"
+    path.write_text("// comment\nuk\nco.uk\n*.ck\n!www.ck\nрф\n", encoding="utf-8")
+    psl = SuffixList(str(path))
+    assert [psl.registrable(n) for n in ("a.b.co.uk", "x.y.ck", "a.www.ck", "b.xn--p1ai", "uk")] == ["b.co.uk", "x.y.ck", "www.ck", "b.xn--p1ai", None]
