@@ -35,6 +35,7 @@ def git_revision(checkout: Path) -> str:
     if not (checkout / ".git").exists():
         return "unknown"
     import subprocess
+
     try:
         head = subprocess.run(["git", "-C", str(checkout), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
         dirty = subprocess.run(["git", "-C", str(checkout), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=5)

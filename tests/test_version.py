@@ -44,7 +44,9 @@ def test_baked_build_details_win(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     package = tmp_path / "agent"
     package.mkdir()
     (package / version.BUILD_FILE).write_text(json.dumps({"revision": "0123abc", "build_date": "20261130-15:30:00"}))
-    monkeypatch.setattr(version.resources, "files", lambda name: package)
+    from importlib import resources
+
+    monkeypatch.setattr(resources, "files", lambda name: package)
     assert version.info()["revision"] == "0123abc"
     assert version.text().splitlines()[:2] == [f"pktagent, version {agent.__version__} (revision: 0123abc)", "  build date:       20261130-15:30:00"]
 

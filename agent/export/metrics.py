@@ -129,9 +129,12 @@ class Exposition:
                     continue
                 yield from built
         name = "pktagent_exporter_errors_total"
-        yield name, "Scrapes in which one collector failed (the others still answered).", "counter", [
-            (name, (("collector", c),), v) for c, v in self._errors.items()
-        ]
+        yield (
+            name,
+            "Scrapes in which one collector failed (the others still answered).",
+            "counter",
+            [(name, (("collector", c),), v) for c, v in self._errors.items()],
+        )
         yield from self._extra()
 
     def render(self, names: Collection[str] | None = None) -> bytes:

@@ -18,6 +18,7 @@ from agent.base.addresses import address_key, address_keys
 from agent.base.arrays import unique, unique_inverse
 from agent.base.batch import I64, U64, Batch
 from agent.base.hashindex import HashIndex
+from agent.base.slots import FreeSlots
 from agent.naming.interner import UNNAMED, Interner
 
 
@@ -47,7 +48,7 @@ class AddressCache:
         self._value = np.zeros(max_entries, np.int64)
         self._expires = np.zeros(max_entries, np.int64)
         self._used = np.zeros(max_entries, np.bool_)
-        self._free = list(range(max_entries - 1, -1, -1))
+        self._free = FreeSlots(max_entries)
         self.hits = self.misses = self.evictions = self.expirations = 0
 
     def __len__(self) -> int:
@@ -82,7 +83,7 @@ class AddressCache:
         if keys.size > self.max_entries:
             self.evictions += keys.size - self.max_entries  # more than it holds at once: keep the last
             keys, values = keys[-self.max_entries :], values[-self.max_entries :]
-        slots = np.array([self._free.pop() for _ in range(keys.size)], np.int64)
+        slots = self._free.take(keys.size)
         self._index.insert(keys, slots)
         self._key[slots], self._value[slots] = keys, values
         self._expires[slots] = now + self.ttl
@@ -100,7 +101,7 @@ class AddressCache:
     def _drop(self, slots: I64) -> None:
         self._index.delete(self._key[slots])
         self._used[slots] = False
-        self._free.extend(slots.tolist())
+        self._free.give(slots)
 
 
 class NameLookup:

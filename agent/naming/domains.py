@@ -28,6 +28,7 @@ from publicsuffixlist import PSLFILE
 from agent.base.addresses import address_key
 from agent.base.batch import I64, U64
 from agent.base.hashindex import HashIndex
+from agent.base.slots import FreeSlots
 from agent.naming.interner import UNNAMED, Interner
 
 
@@ -113,7 +114,7 @@ class DomainMap:
         self._name = np.zeros(max_entries, np.int64)
         self._order = np.zeros(max_entries, np.int64)  # when each entry was last answered
         self._used = np.zeros(max_entries, np.bool_)
-        self._free = list(range(max_entries - 1, -1, -1))
+        self._free = FreeSlots(max_entries)
         self._clock = 0
         self.evictions = 0
         self.hits = self.misses = 0
@@ -152,9 +153,9 @@ class DomainMap:
             oldest = used[np.argpartition(self._order[used], count - 1)[:count]]
             self._index.delete(self._key[oldest])
             self._used[oldest] = False
-            self._free.extend(oldest.tolist())
+            self._free.give(oldest)
             self.evictions += count
-        fresh = np.array([self._free.pop() for _ in range(need)], np.int64)
+        fresh = self._free.take(need)
         self._index.insert(keys[new], fresh)
         slots[new] = fresh
         self._key[slots], self._used[slots], self._name[slots] = keys, True, names

@@ -22,6 +22,7 @@ from agent.base.arrays import unique, unique_inverse
 from agent.base.batch import I64, U64, Batch
 from agent.base.hashindex import HashIndex
 from agent.base.hashing import GOLDEN, MIX_2, mix
+from agent.base.slots import FreeSlots
 
 TCP_FIN, TCP_SYN, TCP_RST = 0x01, 0x02, 0x04
 N_TRANSPORTS = len(labels.FLOW_TRANSPORTS)
@@ -54,8 +55,7 @@ class FlowTable:
         self.packets = np.zeros((n, 2), np.int64)  # per direction: first endpoint -> second, and back
         self.bytes = np.zeros((n, 2), np.int64)
         self.flags = np.zeros((n, 2), np.uint8)
-        self._free = np.arange(n - 1, -1, -1, dtype=np.int64)  # a stack: the top is at the end
-        self._n_free = n
+        self._free = FreeSlots(n)
         self._closing: I64 = np.zeros(0, np.int64)
         self._linger_due = 0  # when the first of them lingers out
         self._next_sweep: int | None = None
@@ -153,17 +153,16 @@ class FlowTable:
     def _start(self, keys: U64, transport: np.ndarray, first: I64, keep: I64) -> I64:
         """Give each new key a slot, evicting the least recently seen flows when the table is full."""
         need = keys.size
-        if need > self._n_free:
-            self._evict(need - self._n_free, keep)
-        n = min(need, self._n_free)
+        if need > len(self._free):
+            self._evict(need - len(self._free), keep)
+        n = min(need, len(self._free))
         slots = np.full(need, -1, np.int64)
         if n < need:
             # More new flows in one batch than the table holds: the extra ones start and end at once.
             lost = transport[n:]
             np.add.at(self.started, lost, 1)
             np.add.at(self.ended[:, labels.END_EVICTED], lost, 1)
-        taken = self._free[self._n_free - n : self._n_free][::-1]
-        self._n_free -= n
+        taken = self._free.take(n)
         slots[:n] = taken
         k, tr = keys[:n], transport[:n]
         self._index.insert(k, taken)
@@ -198,8 +197,7 @@ class FlowTable:
         self._index.delete(self.key[slots])
         self.used[slots] = False
         self.close_ts[slots] = -1
-        self._free[self._n_free : self._n_free + slots.size] = slots
-        self._n_free += slots.size
+        self._free.give(slots)
 
     def _reason_now(self, slots: I64, now: I64) -> np.ndarray:
         """Why each flow is over at time ``now`` (for flows known to be over)."""
@@ -243,4 +241,4 @@ class FlowTable:
 
     @property
     def size(self) -> int:
-        return self.capacity - self._n_free
+        return self.capacity - len(self._free)
