@@ -112,3 +112,54 @@ def test_modules_and_functions_stay_small(module: str) -> None:
 def test_every_module_says_what_it_is(module: str) -> None:
     doc = ast.get_docstring(ast.parse(MODULES[module].read_text()))
     assert doc, f"{module} has no docstring"
+
+
+# What a live agent with the default config must not load: each is megabytes of a Pi's memory
+# for something it does not use (README "Performance"). ssl and hashlib come with a web config
+# that asks for TLS or users, multiprocessing with --workers, opentelemetry with OTLP.
+HEAVY = (
+    "ssl",
+    "_ssl",
+    "_hashlib",
+    "hashlib",
+    "http.server",
+    "http.client",
+    "email",
+    "urllib.request",
+    "prometheus_client",
+    "multiprocessing",
+    "opentelemetry",
+    "subprocess",
+    "tempfile",
+)
+LIVE_PATH = """
+import sys
+from agent.cli import build_parser
+from agent.config import Config
+from agent.export.metrics import Exposition
+from agent.export.process import process_families
+from agent.export.server import MetricsServer
+from agent.naming.domains import registrable
+from agent.naming.store import Store
+from agent.runtime.agent import Agent
+from agent.runtime.pipeline import Pipeline
+from agent.capture.live import LiveSource
+
+build_parser()
+pipeline = Pipeline(Config(), ["eth0"])
+registrable("www.example.co.uk")  # the suffix list, read at the first DNS answer
+server = MetricsServer("127.0.0.1", 0, Exposition(lambda: None, extra=process_families).render, lambda: (200, {}))
+server.close()
+print(" ".join(sorted(m for m in sys.modules if m in HEAVY)))
+"""
+
+
+def test_a_live_agent_loads_no_heavy_module() -> None:
+    """Everything a live agent runs with the default config, imported and built: none of HEAVY comes with it."""
+    import subprocess
+    import sys
+
+    code = f"HEAVY = {HEAVY!r}\n{LIVE_PATH}"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=Path(__file__).parent.parent)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == []

@@ -37,7 +37,7 @@ class FreeSlots:
         if n > len(self):
             raise ValueError(f"{n} rows asked for, {len(self)} free")
         again = min(n, self._top)
-        reused = self._stack[self._top - again : self._top][::-1]
+        reused = self._stack[self._top - again : self._top][::-1].copy()  # the stack's places are reused by the next give
         self._top -= again
         fresh = np.arange(self._fresh, self._fresh + n - again, dtype=np.int64)
         self._fresh += n - again
