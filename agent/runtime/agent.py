@@ -19,6 +19,7 @@ from agent.base.snapshot import Snapshot
 from agent.config import Config
 from agent.errors import CaptureError, ConfigError, PktagentError
 from agent.export.health import health
+from agent.naming.domains import load_suffixes
 from agent.runtime.engine import live_engine
 from agent.runtime.pipeline import Pipeline
 from agent.runtime.privileges import become
@@ -88,6 +89,10 @@ class Agent:
             # A capture reopened after a fault opens with the config running then (a reloaded filter), not the first one.
             opener = lambda i: open_live(self.config, names, i)  # noqa: E731
         self.pipeline = Pipeline(config, names, host_local=not config.capture.pcap)
+        # Any network the agent watches has DNS answers within seconds: the suffix list (20 ms,
+        # 0.6 MiB) is read at start, not in the middle of the first busy batch, and before any
+        # worker forks, so the workers share it.
+        load_suffixes()
         self.engine = live_engine(self.pipeline, opener, config)
         security = web.load(config.web.config_file) if config.web.config_file else None
         self.pool: Any = None
