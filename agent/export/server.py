@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import errno
 import gzip
-import html
 import io
 import json
 import logging
@@ -288,15 +287,15 @@ class _Handler(socketserver.BaseRequestHandler):
 
     def _landing(self) -> bytes:
         _, health = self.server.health()
-        metrics = html.escape(self.server.limits.telemetry_path.lstrip("/"))
+        metrics = _escape(self.server.limits.telemetry_path.lstrip("/"))
         rows = "".join(
-            f"<tr><td>{html.escape(str(c['interface']))}</td><td>{'up' if c['up'] else 'down'}</td>"
-            f"<td>{int(c['packets_captured'])}</td><td>{html.escape(str(c.get('error') or ''))}</td></tr>"
+            f"<tr><td>{_escape(str(c['interface']))}</td><td>{'up' if c['up'] else 'down'}</td>"
+            f"<td>{int(c['packets_captured'])}</td><td>{_escape(str(c.get('error') or ''))}</td></tr>"
             for c in health.get("captures", [])
         )
         return (
             '<!doctype html>\n<html><head><meta charset="utf-8"><title>pktagent</title></head>\n'
-            f"<body><h1>pktagent</h1><p>Network traffic exporter, version {html.escape(str(health.get('version', '')))}.</p>\n"
+            f"<body><h1>pktagent</h1><p>Network traffic exporter, version {_escape(str(health.get('version', '')))}.</p>\n"
             f"<table><tr><th>Capture</th><th>State</th><th>Packets captured</th><th>Error</th></tr>{rows}</table>\n"
             f'<ul><li><a href="{metrics}">Metrics</a></li><li><a href="health">Health</a></li></ul>\n</body></html>\n'
         ).encode()
@@ -305,6 +304,11 @@ class _Handler(socketserver.BaseRequestHandler):
         self.close_connection = True  # its body, if any, is not read
         if self._authorized():
             self._send(405, b"Method Not Allowed\n", "text/plain; charset=utf-8", {"Allow": "GET, HEAD", "Connection": "close"})
+
+
+def _escape(text: str) -> str:
+    """Text for the landing page's HTML, as ``html.escape`` does it (that module loads 2,000 entities to unescape)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;").replace("'", "&#x27;")
 
 
 def accepts_gzip(accept_encoding: str) -> bool:

@@ -51,7 +51,8 @@ class FlowTable:
         self.transport = np.zeros(n, np.uint8)
         self.first_ts = np.zeros(n, np.int64)
         self.last_ts = np.zeros(n, np.int64)
-        self.close_ts = np.full(n, -1, np.int64)  # when RST or the second FIN was seen
+        self.closing = np.zeros(n, np.bool_)  # RST or the second FIN was seen (zeros: no page is touched before a flow is)
+        self.close_ts = np.zeros(n, np.int64)  # ... when
         self.packets = np.zeros((n, 2), np.int64)  # per direction: first endpoint -> second, and back
         self.bytes = np.zeros((n, 2), np.int64)
         self.flags = np.zeros((n, 2), np.uint8)
@@ -105,7 +106,7 @@ class FlowTable:
             self._first_packet[ks[::-1]] = np.arange(ks.size - 1, -1, -1)
             first = self._first_packet[ks] == np.arange(ks.size)
             stale = first & (
-                ((self.close_ts[ks] >= 0) & (kt > self.close_ts[ks] + self.linger_us))
+                (self.closing[ks] & (kt > self.close_ts[ks] + self.linger_us))
                 | (kt - self.last_ts[ks] > self.idle_us)
                 | (kt - self.first_ts[ks] > self.active_us)
             )
@@ -134,10 +135,11 @@ class FlowTable:
         if ending.size:
             es = slots[ending]
             f0, f1 = self.flags[es, 0], self.flags[es, 1]
-            closed = ((((f0 | f1) & TCP_RST) != 0) | (((f0 & f1) & TCP_FIN) != 0)) & (self.close_ts[es] < 0)
+            closed = ((((f0 | f1) & TCP_RST) != 0) | (((f0 & f1) & TCP_FIN) != 0)) & ~self.closing[es]
             if closed.any():
                 # It closed with the last FIN or RST it carried here.
                 np.maximum.at(self.close_ts, es[closed], ts[ending][closed])
+                self.closing[es[closed]] = True
                 newly = unique(es[closed])
                 self._closing = np.concatenate((self._closing, newly))
                 due = int(self.close_ts[newly].min()) + self.linger_us
@@ -171,7 +173,8 @@ class FlowTable:
         self.transport[taken] = tr
         self.first_ts[taken] = first[:n]
         self.last_ts[taken] = first[:n]
-        self.close_ts[taken] = -1
+        self.closing[taken] = False
+        self.close_ts[taken] = 0
         self.packets[taken] = 0
         self.bytes[taken] = 0
         self.flags[taken] = 0
@@ -196,12 +199,13 @@ class FlowTable:
         self.active -= np.bincount(tr, minlength=N_TRANSPORTS)
         self._index.delete(self.key[slots])
         self.used[slots] = False
-        self.close_ts[slots] = -1
+        self.closing[slots] = False
+        self.close_ts[slots] = 0
         self._free.give(slots)
 
     def _reason_now(self, slots: I64, now: I64) -> np.ndarray:
         """Why each flow is over at time ``now`` (for flows known to be over)."""
-        closed = (self.close_ts[slots] >= 0) & (now > self.close_ts[slots] + self.linger_us)
+        closed = self.closing[slots] & (now > self.close_ts[slots] + self.linger_us)
         rst = ((self.flags[slots, 0] | self.flags[slots, 1]) & TCP_RST) != 0
         idle = now - self.last_ts[slots] > self.idle_us
         return np.select(
@@ -214,7 +218,7 @@ class FlowTable:
         if self._closing.size == 0 or now <= self._linger_due:
             return  # nothing closing has lingered out yet: skip the scan
         s = self._closing
-        live = self.used[s] & (self.close_ts[s] >= 0)
+        live = self.used[s] & self.closing[s]
         s = s[live]
         done = now > self.close_ts[s] + self.linger_us
         if done.any():
@@ -234,7 +238,7 @@ class FlowTable:
         self._next_sweep = now + self.sweep_us
         s = np.flatnonzero(self.used)
         over = (now - self.last_ts[s] > self.idle_us) | (now - self.first_ts[s] > self.active_us)
-        over |= (self.close_ts[s] >= 0) & (now > self.close_ts[s] + self.linger_us)
+        over |= self.closing[s] & (now > self.close_ts[s] + self.linger_us)
         if over.any():
             v = s[over]
             self._end(v, self._reason_now(v, np.full(v.size, now)))
