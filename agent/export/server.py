@@ -52,21 +52,16 @@ class _DeadlineReader(io.RawIOBase):
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.deadline = float("inf")
-        self.timed_out = False
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: Any) -> int:
         remaining = self.deadline - time.monotonic()
-        try:
-            if remaining <= 0:
-                raise TimeoutError("deadline passed")
-            self.sock.settimeout(remaining)
-            return self.sock.recv_into(buffer)
-        except TimeoutError:
-            self.timed_out = True
-            raise
+        if remaining <= 0:
+            raise TimeoutError("deadline passed")
+        self.sock.settimeout(remaining)
+        return self.sock.recv_into(buffer)
 
 
 class _Server(socketserver.ThreadingTCPServer):
