@@ -50,7 +50,7 @@ class SuffixList:
     matched as the ASCII the DNS carries, so no IDNA round trip costs anything per answer.
     Each kind of rule is held as the sorted hashes of its suffixes (80 KB for the whole list,
     where sets of its 10,000 strings took 1.2 MB of a Pi's memory); the hashes are this
-    process's own, and two suffixes sharing one is a chance of about one in 10^15 per name.
+    process's own, and a name's suffix taken for a rule by a shared hash is a chance of about one in 10^14.
     """
 
     def __init__(self, path: str = PSLFILE) -> None:
@@ -61,8 +61,12 @@ class SuffixList:
                 if not rule or rule.startswith("//"):
                     continue
                 rule = _ascii(rule.split()[0])
-                kind = "!" if rule.startswith("!") else "*" if rule.startswith("*.") else ""
-                kinds[kind].add(hash(rule[len(kind) and (1 if kind == "!" else 2) :]))
+                if rule.startswith("!"):
+                    kinds["!"].add(hash(rule[1:]))
+                elif rule.startswith("*."):
+                    kinds["*"].add(hash(rule[2:]))
+                else:
+                    kinds[""].add(hash(rule))
         self._exceptions, self._wildcards, self._rules = (array("q", sorted(kinds[k])) for k in ("!", "*", ""))
 
     @staticmethod
