@@ -47,12 +47,12 @@ def block_timeout_ms(window: float) -> int:
     return max(1, min(MAX_BLOCK_TIMEOUT_MS, int(window * 1000 / 4)))
 
 
-RING_PER_CORE = 1 << 20  # bytes of kernel ring per CPU core, when capture.buffer_bytes is 0
+RING_PER_CORE = 2 << 20  # bytes of kernel ring per CPU core, when capture.buffer_bytes is 0
 RING_MIN, RING_MAX = 1 << 20, 32 << 20
 
 
 def ring_bytes(meminfo: str = "/proc/meminfo", cores: int | None = None) -> int:
-    """The kernel ring for a host: 1 MiB per core, at most 1/256 of its memory, within 1-32 MiB.
+    """The kernel ring for a host: 2 MiB per core, at most 1/256 of its memory, within 1-32 MiB.
 
     The ring holds what arrives while the capture thread is not reading (the other threads
     hold the interpreter, or the host's scheduler runs something else); a host with more
@@ -60,9 +60,10 @@ def ring_bytes(meminfo: str = "/proc/meminfo", cores: int | None = None) -> int:
     their headers' room (``agent.capture.snap``), about 300 bytes, so 2 MiB holds some 7,000
     packets: 17 ms at 400k packets/s, and the reader takes a block as soon as the kernel
     hands it over. The whole ring is resident from the start. A 512 MB Pi Zero 2 W gets
-    2 MiB, a 4 GB Pi 4 4 MiB, the 2-core build VM 2 MiB (no loss at 400k packets/s there in
-    six runs, two of them beside a process spinning on a core; bench/RESULTS.md), a 16-core
-    server 16 MiB. Whatever the ring cannot hold is counted in
+    2 MiB, a 4 GB Pi 4 8 MiB, the 2-core build VM 4 MiB, a 16-core server 32 MiB. On the
+    build VM 2 MiB lost nothing at 400k packets/s in six runs, but lost 563 packets once in
+    three runs of the test suite's scrape storm (100 scrapes at once, 100k packets/s, two
+    workers, with two cores shared by sender, storm and agent); 4 MiB lost none. Whatever the ring cannot hold is counted in
     ``pktagent_packets_dropped_total{stage="kernel"}``; ``capture.buffer_bytes`` sets it.
     """
     cores = cores or os.cpu_count() or 1

@@ -21,12 +21,11 @@ MiB = 1 << 20
     ("mem_kib", "cores", "ring"),
     [
         (512 * 1024, 4, 2 * MiB),  # Pi Zero 2 W: memory bounds it
-        (4 * 1024 * 1024, 4, 4 * MiB),  # Pi 4, 4 GB: cores bound it
-        (24 * 1024 * 1024, 2, 2 * MiB),  # the 2-core build VM
-        (64 * 1024 * 1024, 16, 16 * MiB),  # a 16-core server
-        (256 * 1024 * 1024, 64, 32 * MiB),  # a big server: the ceiling
-        (2 * 1024 * 1024, 4, 4 * MiB),  # Pi 4, 2 GB
-        (512 * 1024, 1, 1 * MiB),  # a one-core board: cores bound it
+        (4 * 1024 * 1024, 4, 8 * MiB),  # Pi 4, 4 GB: cores bound it
+        (24 * 1024 * 1024, 2, 4 * MiB),  # the 2-core build VM
+        (64 * 1024 * 1024, 16, 32 * MiB),  # a 16-core server: the ceiling
+        (2 * 1024 * 1024, 4, 8 * MiB),  # Pi 4, 2 GB: memory and cores alike
+        (1024 * 1024, 4, 4 * MiB),  # Pi 3, 1 GB: memory bounds it
         (128 * 1024, 1, 1 * MiB),  # smaller than anything: the floor
     ],
 )
@@ -37,7 +36,7 @@ def test_the_kernel_ring_is_sized_from_the_hosts_memory_and_cores(tmp_path: Path
 
 
 def test_an_unreadable_meminfo_sizes_the_ring_by_cores(tmp_path: Path) -> None:
-    assert ring_bytes(str(tmp_path / "none"), 3) == 3 * MiB
+    assert ring_bytes(str(tmp_path / "none"), 3) == 6 * MiB
 
 
 def test_block_timeout_is_a_quarter_of_the_window_within_1_to_250_ms() -> None:
