@@ -25,14 +25,20 @@ def unique(values: npt.NDArray[T]) -> npt.NDArray[T]:
     return s[keep]
 
 
-def unique_first(values: npt.NDArray[T]) -> tuple[npt.NDArray[T], npt.NDArray[np.intp]]:
-    """The distinct values, sorted, and the position of each one's first occurrence."""
+def _sorted_runs(values: npt.NDArray[T]) -> tuple[npt.NDArray[np.intp], npt.NDArray[T], npt.NDArray[np.bool_]]:
+    """The stable sort order, the sorted values, and True where a run of equal values starts."""
     order = np.argsort(values, kind="stable")
     s = values[order]
     keep = np.empty(s.size, np.bool_)
     if s.size:
         keep[0] = True
         np.not_equal(s[1:], s[:-1], out=keep[1:])
+    return order, s, keep
+
+
+def unique_first(values: npt.NDArray[T]) -> tuple[npt.NDArray[T], npt.NDArray[np.intp]]:
+    """The distinct values, sorted, and the position of each one's first occurrence."""
+    order, s, keep = _sorted_runs(values)
     return s[keep], order[keep]
 
 
@@ -40,12 +46,7 @@ def unique_inverse(
     values: npt.NDArray[T],
 ) -> tuple[npt.NDArray[T], npt.NDArray[np.intp], npt.NDArray[np.intp]]:
     """The distinct values (sorted), each one's first position, and for every value its index among them."""
-    order = np.argsort(values, kind="stable")
-    s = values[order]
-    keep = np.empty(s.size, np.bool_)
-    if s.size:
-        keep[0] = True
-        np.not_equal(s[1:], s[:-1], out=keep[1:])
+    order, s, keep = _sorted_runs(values)
     inverse = np.empty(s.size, np.intp)
     inverse[order] = np.cumsum(keep) - 1
     return s[keep], order[keep], inverse
