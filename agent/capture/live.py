@@ -25,7 +25,7 @@ import pcapy
 
 from agent.base.batch import RawBatch
 from agent.capture import CaptureStats, Source, interface_packets, snap
-from agent.capture._pcapy import ACTIVATE_ERRORS, PERMISSION_CODES, PcapError, columns
+from agent.capture._pcapy import ACTIVATE_ERRORS, PERMISSION_CODES, PcapError, columns, joined
 from agent.capture.snap import snap_program
 from agent.errors import CaptureError, CapturePermissionError, ConfigError
 
@@ -217,17 +217,7 @@ class LiveSource(Source):
             os.eventfd_write(self._wake, 1)
 
     def _batch(self, parts: list[tuple[bytes, bytes]]) -> RawBatch:
-        if len(parts) == 1:
-            data, offset, caplen, ts = columns(*parts[0])
-        elif parts:
-            chunks = [columns(*p) for p in parts]
-            starts = np.cumsum([0] + [c[0].size for c in chunks[:-1]])
-            data = np.concatenate([c[0] for c in chunks])
-            offset = np.concatenate([c[1] + s for c, s in zip(chunks, starts)])
-            caplen = np.concatenate([c[2] for c in chunks])
-            ts = np.concatenate([c[3] for c in chunks])
-        else:
-            data, offset, caplen, ts = columns(b"", b"")
+        data, offset, caplen, ts = joined(parts) if parts else columns(b"", b"")
         # A packet shorter than the cut was captured whole; one as long may have been cut (by the
         # header filter or the snaplen), and decode recovers its length from the IP header (0 = not known here).
         wirelen = np.where(caplen < self.cut, caplen, 0)

@@ -196,3 +196,22 @@ def test_a_paced_replay_never_hands_over_a_packet_before_its_time(tmp_path: Path
     second = src.read(100, 1.0)
     assert second is not None and second.ts.tolist() == [5_000_000_000 + 1000 * i for i in range(5)]
     assert int(second.ts.max()) <= int(clock.now * 1_000_000)
+
+
+def test_parts_of_a_read_join_into_one_batch(tmp_path: Path) -> None:
+    # A live read gathers one next_batch result per kernel block; joined they are the batch read at once.
+    import pcapy
+
+    from agent.capture._pcapy import columns, joined
+
+    path = tmp_path / "a.pcap"
+    capture(50).write(path)
+    whole = columns(*pcapy.open_offline(str(path)).next_batch(50))
+    handle = pcapy.open_offline(str(path))
+    parts = [handle.next_batch(n) for n in (1, 20, 7, 22)]
+    assert [len(meta) // 16 for _, meta in parts] == [1, 20, 7, 22]
+    got = joined(parts)
+    for a, b in zip(got, whole):
+        assert np.array_equal(a, b)
+    assert [int(x) for x in got[1][:3]] == [0, 62, 134]  # offsets run on across the parts: frames of 62 and 72 bytes
+    assert joined(parts[:1])[1].tolist() == [0]
