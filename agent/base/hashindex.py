@@ -60,7 +60,7 @@ class HashIndex:
         found = self._keys[pos]
         hit = found == keys
         where = np.where(hit, pos, -1)
-        todo = np.flatnonzero(~hit & (found != EMPTY))
+        todo = (~hit & (found != EMPTY)).nonzero()[0]
         pos = (pos[todo] + 1) & mask
         while todo.size:  # the few keys whose first place held another key probe on
             found = self._keys[pos]
@@ -97,7 +97,7 @@ class HashIndex:
             self._deleted -= reused
             self._live += winners.size
             placed = np.zeros(todo.size, np.bool_)
-            placed[np.flatnonzero(free)[first]] = True
+            placed[free.nonzero()[0][first]] = True
             todo, pos = todo[~placed], (pos[~placed] + 1) & mask
 
     def delete(self, keys: U64) -> None:

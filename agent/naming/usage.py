@@ -117,7 +117,7 @@ class TopN:
             if now - self.last_active[name] > self.ttl_us:
                 self._drop(s)
                 changed = True
-        live = np.flatnonzero((self.series_of == OTHER) & (self.recent > 0))
+        live = ((self.series_of == OTHER) & (self.recent > 0)).nonzero()[0]
         live = live[live > UNNAMED]
         candidates = live[np.argsort(-self.recent[live], kind="stable")]
         for name in candidates.tolist():

@@ -112,8 +112,8 @@ class Pipeline:
         src_dev, dst_dev = local_devices(self.devices, batch)
         outbound = batch.src_local & ~batch.dst_local & batch.counted & batch.is_ip
         inbound = batch.dst_local & ~batch.src_local & batch.counted & batch.is_ip
-        to_remote = np.flatnonzero(outbound)
-        from_remote = np.flatnonzero(inbound)
+        to_remote = outbound.nonzero()[0]
+        from_remote = inbound.nonzero()[0]
         domain = self.domains.lookup(
             np.concatenate((batch.dst_hi[to_remote], batch.src_hi[from_remote])),
             np.concatenate((batch.dst_lo[to_remote], batch.src_lo[from_remote])),

@@ -65,7 +65,7 @@ class Classifier:
         v4 = (hi == 0) & ((lo >> np.uint64(32)) == np.uint64(0xFFFF))
         code = np.where(v4, self._t4[(lo >> np.uint64(16)) & np.uint64(0xFFFF)], self._t6[hi >> np.uint64(48)])
         local: Mask = code == LOCAL
-        check = np.flatnonzero(code == CHECK)
+        check = (code == CHECK).nonzero()[0]
         if check.size:
             h, lo_c, c4 = hi[check], lo[check], v4[check]
             a4 = lo_c & np.uint64(0xFFFFFFFF)

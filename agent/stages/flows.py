@@ -73,7 +73,7 @@ class FlowTable:
         """Account the batch's counted IP packets to their flows."""
         t = batch.transport
         take = batch.counted & batch.is_ip & (batch.error == 0) & (batch.has_ports | (t >= labels.ICMP))
-        sel = np.flatnonzero(take)
+        sel = take.nonzero()[0]
         if sel.size == 0:
             return
         ports = batch.has_ports[sel]
@@ -115,7 +115,7 @@ class FlowTable:
                 slots[known] = np.where(self.used[ks], ks, -1)
                 known = slots >= 0
         if not known.all():
-            fresh = np.flatnonzero(~known)
+            fresh = (~known).nonzero()[0]
             keys, first_at, inverse = unique_inverse(key[fresh])
             new_slots = self._start(keys, transport[fresh[first_at]], ts[fresh[first_at]], keep=slots[known])
             slots[fresh] = new_slots[inverse]
@@ -131,7 +131,7 @@ class FlowTable:
             has = (flags & bit) != 0
             if has.any():
                 fl[cell[has]] |= bit
-        ending = np.flatnonzero((flags & (TCP_FIN | TCP_RST)) != 0)
+        ending = ((flags & (TCP_FIN | TCP_RST)) != 0).nonzero()[0]
         if ending.size:
             es = slots[ending]
             f0, f1 = self.flags[es, 0], self.flags[es, 1]
@@ -208,11 +208,8 @@ class FlowTable:
         closed = self.closing[slots] & (now > self.close_ts[slots] + self.linger_us)
         rst = ((self.flags[slots, 0] | self.flags[slots, 1]) & TCP_RST) != 0
         idle = now - self.last_ts[slots] > self.idle_us
-        return np.select(
-            [closed & rst, closed, idle],
-            [labels.END_RST, labels.END_FIN, labels.END_IDLE],
-            labels.END_ACTIVE,
-        ).astype(np.intp)
+        reason = np.where(closed, np.where(rst, labels.END_RST, labels.END_FIN), np.where(idle, labels.END_IDLE, labels.END_ACTIVE))
+        return reason.astype(np.intp)
 
     def _end_lingered(self, now: int) -> None:
         if self._closing.size == 0 or now <= self._linger_due:
@@ -236,7 +233,7 @@ class FlowTable:
         if now < self._next_sweep:
             return
         self._next_sweep = now + self.sweep_us
-        s = np.flatnonzero(self.used)
+        s = self.used.nonzero()[0]
         over = (now - self.last_ts[s] > self.idle_us) | (now - self.first_ts[s] > self.active_us)
         over |= self.closing[s] & (now > self.close_ts[s] + self.linger_us)
         if over.any():
