@@ -126,11 +126,7 @@ class FlowTable:
         cell = slots * 2 + back
         np.add.at(self.packets.reshape(-1), cell, 1)
         np.add.at(self.bytes.reshape(-1), cell, size)
-        fl = self.flags.reshape(-1)
-        for bit in (TCP_SYN, TCP_FIN, TCP_RST):
-            has = (flags & bit) != 0
-            if has.any():
-                fl[cell[has]] |= bit
+        np.bitwise_or.at(self.flags.reshape(-1), cell, flags & (TCP_SYN | TCP_FIN | TCP_RST))  # one pass, not one per flag
         ending = ((flags & (TCP_FIN | TCP_RST)) != 0).nonzero()[0]
         if ending.size:
             es = slots[ending]
