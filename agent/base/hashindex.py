@@ -60,7 +60,7 @@ class HashIndex:
         found = self._keys[pos]
         hit = found == keys
         where = np.where(hit, pos, -1)
-        todo = np.flatnonzero(~hit & (found != EMPTY))
+        todo = (~hit & (found != EMPTY)).nonzero()[0]
         pos = (pos[todo] + 1) & mask
         while todo.size:  # the few keys whose first place held another key probe on
             found = self._keys[pos]
@@ -82,8 +82,10 @@ class HashIndex:
             size <<= 1  # grow before live keys pass an eighth
         if size != self._size or self._live + self._deleted + keys.size > self._size // 2:
             self._rebuild(size)
-        todo = np.arange(keys.size)
         pos = (keys & self._mask).astype(np.int64)
+        if self._place_directly(keys, values, pos):
+            return
+        todo = np.arange(keys.size)
         mask = self._size - 1
         while todo.size:
             free = self._keys[pos] <= DELETED
@@ -97,8 +99,23 @@ class HashIndex:
             self._deleted -= reused
             self._live += winners.size
             placed = np.zeros(todo.size, np.bool_)
-            placed[np.flatnonzero(free)[first]] = True
+            placed[free.nonzero()[0][first]] = True
             todo, pos = todo[~placed], (pos[~placed] + 1) & mask
+
+    def _place_directly(self, keys: U64, values: I64, pos: I64) -> bool:
+        """The usual insert: every key's first place is free and no two share one. Then each key
+        takes its place (as the probing loop would), without sorting; otherwise nothing changes."""
+        before = self._keys[pos]
+        if not (before <= DELETED).all():
+            return False
+        self._keys[pos] = keys
+        if not (self._keys[pos] == keys).all():  # two keys aimed at one place: the later overwrote
+            self._keys[pos] = before
+            return False
+        self._vals[pos] = values
+        self._deleted -= int(np.count_nonzero(before == DELETED))
+        self._live += keys.size
+        return True
 
     def delete(self, keys: U64) -> None:
         at = self._find(keys)

@@ -74,7 +74,7 @@ class AddressCache:
         """Store distinct keys that are not in the cache."""
         room = len(self._free)
         if keys.size > room:
-            used = np.flatnonzero(self._used)
+            used = self._used.nonzero()[0]
             count = min(keys.size - room, used.size)
             if count:
                 victims = used[np.argpartition(self._expires[used], count - 1)[:count]]
@@ -96,7 +96,7 @@ class AddressCache:
             self._drop(unique(slots))
 
     def clear(self) -> None:
-        self._drop(np.flatnonzero(self._used))
+        self._drop(self._used.nonzero()[0])
 
     def _drop(self, slots: I64) -> None:
         self._index.delete(self._key[slots])
@@ -121,7 +121,7 @@ class NameLookup:
         key = address_key(hi, lo)
         ids, hit = self.cache.get(key, now)
         if not hit.all():
-            miss = np.flatnonzero(~hit)
+            miss = (~hit).nonzero()[0]
             keys, first, inverse = unique_inverse(key[miss])
             found = np.array(
                 [self._resolve((h << 64) | low) for h, low in zip(hi[miss[first]].tolist(), lo[miss[first]].tolist())],
@@ -148,8 +148,8 @@ def local_devices(lookup: NameLookup, batch: Batch) -> tuple[I64, I64]:
     src = np.full(n, -1, np.int64)
     dst = np.full(n, -1, np.int64)
     counted = batch.counted
-    s = np.flatnonzero(batch.src_local & counted)
-    d = np.flatnonzero(batch.dst_local & counted)
+    s = (batch.src_local & counted).nonzero()[0]
+    d = (batch.dst_local & counted).nonzero()[0]
     if s.size + d.size == 0:
         return src, dst
     ids = lookup.lookup(

@@ -153,7 +153,7 @@ class DomainMap:
         if need > len(self._free):
             keep = self._used.copy()
             keep[slots[~new]] = False  # an address answered again in this batch is not the one to evict
-            used = np.flatnonzero(keep)
+            used = keep.nonzero()[0]
             count = need - len(self._free)
             oldest = used[np.argpartition(self._order[used], count - 1)[:count]]
             self._index.delete(self._key[oldest])

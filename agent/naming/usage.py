@@ -59,8 +59,13 @@ class TopN:
         np.add.at(self.recent, name_ids, sizes)
         series = self._series_for(name_ids)
         k = self.totals.shape[0]
-        self.totals[:, measure_bytes] += np.bincount(series, weights=sizes, minlength=k) * scale
-        self.totals[:, measure_bytes + 2] += np.bincount(series, minlength=k) * scale
+        octets, packets = np.bincount(series, weights=sizes, minlength=k), np.bincount(series, minlength=k)
+        if scale != 1.0:  # unsampled traffic (the default) needs no scaling: x * 1.0 is x
+            self.totals[:, measure_bytes] += octets * scale
+            self.totals[:, measure_bytes + 2] += packets * scale
+        else:
+            self.totals[:, measure_bytes] += octets
+            self.totals[:, measure_bytes + 2] += packets
 
     def add_totals(self, name_ids: I64, values: np.ndarray) -> None:
         """Count ready-made amounts: row i of ``values`` is [tx bytes, rx bytes, tx packets, rx packets] of ``name_ids[i]``."""
@@ -117,7 +122,7 @@ class TopN:
             if now - self.last_active[name] > self.ttl_us:
                 self._drop(s)
                 changed = True
-        live = np.flatnonzero((self.series_of == OTHER) & (self.recent > 0))
+        live = ((self.series_of == OTHER) & (self.recent > 0)).nonzero()[0]
         live = live[live > UNNAMED]
         candidates = live[np.argsort(-self.recent[live], kind="stable")]
         for name in candidates.tolist():

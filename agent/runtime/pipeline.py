@@ -110,10 +110,11 @@ class Pipeline:
         now = int(batch.ts.max())
         self._learn(batch, now)
         src_dev, dst_dev = local_devices(self.devices, batch)
-        outbound = batch.src_local & ~batch.dst_local & batch.counted & batch.is_ip
-        inbound = batch.dst_local & ~batch.src_local & batch.counted & batch.is_ip
-        to_remote = np.flatnonzero(outbound)
-        from_remote = np.flatnonzero(inbound)
+        counted_ip = batch.counted & batch.is_ip
+        outbound = batch.src_local & ~batch.dst_local & counted_ip
+        inbound = batch.dst_local & ~batch.src_local & counted_ip
+        to_remote = outbound.nonzero()[0]
+        from_remote = inbound.nonzero()[0]
         domain = self.domains.lookup(
             np.concatenate((batch.dst_hi[to_remote], batch.src_hi[from_remote])),
             np.concatenate((batch.dst_lo[to_remote], batch.src_lo[from_remote])),
@@ -124,11 +125,12 @@ class Pipeline:
             self.flows.apply(batch)
             self.counters.add(batch, scale)
             tx, rx = src_dev >= 0, dst_dev >= 0
+            senders, receivers = src_dev[tx], dst_dev[rx]
             u = self.device_usage
-            u.add(src_dev[tx], TX_BYTES, size[tx], scale)
-            u.add(dst_dev[rx], RX_BYTES, size[rx], scale)
-            u.touch(src_dev[tx], now)
-            u.touch(dst_dev[rx], now)
+            u.add(senders, TX_BYTES, size[tx], scale)
+            u.add(receivers, RX_BYTES, size[rx], scale)
+            u.touch(senders, now)
+            u.touch(receivers, now)
             u.maybe_rerank(now)
             r = self.domain_usage
             r.add(domain[: to_remote.size], TX_BYTES, size[to_remote], scale)

@@ -63,9 +63,12 @@ class Classifier:
     def is_local(self, hi: U64, lo: U64) -> Mask:
         """True where the 128-bit address (IPv4 as IPv4-mapped) is in a local network."""
         v4 = (hi == 0) & ((lo >> np.uint64(32)) == np.uint64(0xFFFF))
-        code = np.where(v4, self._t4[(lo >> np.uint64(16)) & np.uint64(0xFFFF)], self._t6[hi >> np.uint64(48)])
+        # A cast to uint16 keeps the low 16 bits: an index numpy takes without a check or a copy to intp.
+        code = self._t4[(lo >> np.uint64(16)).astype(np.uint16)]
+        if not v4.all():  # IPv6 addresses in the batch: their rows from the IPv6 table
+            code = np.where(v4, code, self._t6[(hi >> np.uint64(48)).astype(np.uint16)])
         local: Mask = code == LOCAL
-        check = np.flatnonzero(code == CHECK)
+        check = (code == CHECK).nonzero()[0]
         if check.size:
             h, lo_c, c4 = hi[check], lo[check], v4[check]
             a4 = lo_c & np.uint64(0xFFFFFFFF)

@@ -54,9 +54,9 @@ def frame_hash(batch: Batch) -> U64:
     length = np.where(ip, batch.l3len, raw.caplen)
     if not ip.all():
         # Non-IP frames are compared whole, from their first byte.
-        other = np.flatnonzero(~ip)
+        other = (~ip).nonzero()[0]
         words[other] = rows(raw.data, raw.offset[other], HASHED_BYTES).view("<u8")
-    short = np.flatnonzero(length < HASHED_BYTES)
+    short = (length < HASHED_BYTES).nonzero()[0]
     if short.size:
         words[short] &= _KEEP[length[short]]
     words[:, 1] &= np.where(ip & (batch.network == labels.IPV4), _V4_WORD1, _ALL)
@@ -103,7 +103,7 @@ class Dedup:
         first = owner[slot]
         shared = first != position
         shared[first[shared]] = True
-        cand = np.flatnonzero(shared)
+        cand = shared.nonzero()[0]
         dup_all = np.zeros(m, np.bool_)
         if cand.size:
             ck, ct = all_keys[cand], all_ts[cand]
@@ -121,7 +121,7 @@ class Dedup:
 
     def _remember(self, keys: U64, ts: I64, newest: int) -> None:
         """Keep the frames of the last window for the next batch, the latest of each key, at most max_entries."""
-        recent = np.flatnonzero(ts >= newest - self.window_us)
+        recent = (ts >= newest - self.window_us).nonzero()[0]
         keys, ts = keys[recent], ts[recent]
         # Of repeated keys keep the latest frame: scatter in arrival order, last occurrence winning.
         bits = max(10, int(keys.size * 8 - 1).bit_length())

@@ -73,7 +73,7 @@ class FlowTable:
         """Account the batch's counted IP packets to their flows."""
         t = batch.transport
         take = batch.counted & batch.is_ip & (batch.error == 0) & (batch.has_ports | (t >= labels.ICMP))
-        sel = np.flatnonzero(take)
+        sel = take.nonzero()[0]
         if sel.size == 0:
             return
         ports = batch.has_ports[sel]
@@ -115,7 +115,7 @@ class FlowTable:
                 slots[known] = np.where(self.used[ks], ks, -1)
                 known = slots >= 0
         if not known.all():
-            fresh = np.flatnonzero(~known)
+            fresh = (~known).nonzero()[0]
             keys, first_at, inverse = unique_inverse(key[fresh])
             new_slots = self._start(keys, transport[fresh[first_at]], ts[fresh[first_at]], keep=slots[known])
             slots[fresh] = new_slots[inverse]
@@ -126,12 +126,8 @@ class FlowTable:
         cell = slots * 2 + back
         np.add.at(self.packets.reshape(-1), cell, 1)
         np.add.at(self.bytes.reshape(-1), cell, size)
-        fl = self.flags.reshape(-1)
-        for bit in (TCP_SYN, TCP_FIN, TCP_RST):
-            has = (flags & bit) != 0
-            if has.any():
-                fl[cell[has]] |= bit
-        ending = np.flatnonzero((flags & (TCP_FIN | TCP_RST)) != 0)
+        np.bitwise_or.at(self.flags.reshape(-1), cell, flags & (TCP_SYN | TCP_FIN | TCP_RST))  # one pass, not one per flag
+        ending = ((flags & (TCP_FIN | TCP_RST)) != 0).nonzero()[0]
         if ending.size:
             es = slots[ending]
             f0, f1 = self.flags[es, 0], self.flags[es, 1]
@@ -195,7 +191,7 @@ class FlowTable:
 
     def _end(self, slots: I64, reasons: np.ndarray) -> None:
         tr = self.transport[slots].astype(np.intp)
-        np.add.at(self.ended, (tr, reasons), 1)
+        np.add.at(self.ended.reshape(-1), tr * N_REASONS + reasons, 1)  # one flat index: add.at is slow with a tuple
         self.active -= np.bincount(tr, minlength=N_TRANSPORTS)
         self._index.delete(self.key[slots])
         self.used[slots] = False
@@ -208,11 +204,8 @@ class FlowTable:
         closed = self.closing[slots] & (now > self.close_ts[slots] + self.linger_us)
         rst = ((self.flags[slots, 0] | self.flags[slots, 1]) & TCP_RST) != 0
         idle = now - self.last_ts[slots] > self.idle_us
-        return np.select(
-            [closed & rst, closed, idle],
-            [labels.END_RST, labels.END_FIN, labels.END_IDLE],
-            labels.END_ACTIVE,
-        ).astype(np.intp)
+        reason = np.where(closed, np.where(rst, labels.END_RST, labels.END_FIN), np.where(idle, labels.END_IDLE, labels.END_ACTIVE))
+        return reason.astype(np.intp)
 
     def _end_lingered(self, now: int) -> None:
         if self._closing.size == 0 or now <= self._linger_due:
@@ -236,7 +229,7 @@ class FlowTable:
         if now < self._next_sweep:
             return
         self._next_sweep = now + self.sweep_us
-        s = np.flatnonzero(self.used)
+        s = self.used.nonzero()[0]
         over = (now - self.last_ts[s] > self.idle_us) | (now - self.first_ts[s] > self.active_us)
         over |= self.closing[s] & (now > self.close_ts[s] + self.linger_us)
         if over.any():

@@ -97,9 +97,9 @@ class Learner:
         out = Observations()
         # Every frame but a duplicate: a name in a packet that sampling leaves out is still a name.
         counted = ~batch.duplicate if batch.duplicate.size else np.ones(len(batch), np.bool_)
-        arp = np.flatnonzero((batch.network == labels.ARP) & (batch.error == 0) & counted)
+        arp = ((batch.network == labels.ARP) & (batch.error == 0) & counted).nonzero()[0]
         wanted = (batch.transport == labels.UDP) & batch.has_ports & counted & _FROM_PORT[batch.sport]
-        rows = np.concatenate((arp, np.flatnonzero(wanted)))
+        rows = np.concatenate((arp, wanted.nonzero()[0]))
         if rows.size > self.max_per_batch:
             self.skipped += rows.size - self.max_per_batch
             rows = rows[: self.max_per_batch]

@@ -43,7 +43,7 @@ def _window(raw: RawBatch, head: np.ndarray, l3: np.ndarray) -> np.ndarray:
     inside = l3 + width <= HEAD
     window = shifted(head, np.where(inside, l3, 0), width)
     if not inside.all():
-        i = np.flatnonzero(~inside)
+        i = (~inside).nonzero()[0]
         window[i] = rows(raw.data, raw.offset[i] + l3[i], width)
     return window
 

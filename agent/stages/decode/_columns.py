@@ -14,7 +14,7 @@ Rows = slice | I64  # the rows a decoder owns: every row (a slice copies nothing
 
 def select(mask: Mask) -> Rows:
     """Row selector for ``mask``: a plain slice when it selects every row."""
-    return slice(None) if mask.all() else np.flatnonzero(mask)
+    return slice(None) if mask.all() else mask.nonzero()[0]
 
 
 @dataclass(slots=True)

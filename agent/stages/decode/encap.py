@@ -154,7 +154,7 @@ def inner(raw: RawBatch, link: Link) -> Link:
         mine = ethertype == codes[0]
         for other in codes[1:]:
             mine |= ethertype == other
-        i = np.flatnonzero(mine)
+        i = mine.nonzero()[0]
         if i.size == 0:
             continue
         following, size, code = stage(_Rows(raw, i, l3))

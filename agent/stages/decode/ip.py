@@ -67,7 +67,7 @@ def ipv4(window: U8, avail_all: I64, wire_all: I64, c: Columns, r: Rows) -> None
         claimed = np.where(bad_total, avail, total)
     addr = np.ascontiguousarray(w[:, 12:20]).view(">u4").astype(np.uint64)
     addr |= IPV4_MAPPED
-    kept = np.clip(np.minimum(avail, claimed), 0, None)
+    kept = np.maximum(np.minimum(avail, claimed), 0)
     fragment = (w[:, 6] & 0x3F) | w[:, 7]  # more-fragments flag or an offset
     c.network[r] = labels.IPV4
     c.is_ip[r] = is_ip
@@ -89,9 +89,10 @@ def ipv6(data: U8, l3_all: I64, window: U8, avail_all: I64, wire_all: I64, c: Co
     payload = _be16(w, 4)
     claimed = np.where(payload == 0, np.maximum(avail, 40), 40 + payload)  # 0: a jumbogram, trust the capture
     bad_payload = claimed > wire_avail
-    error = np.select([avail < 40, ver != 6, bad_payload], [V6_TRUNCATED, V6_BAD_VERSION, V6_BAD_PAYLOAD_LENGTH], 0).astype(np.uint8)
+    # Nested where, not np.select: the same first-match order at a fraction of the fixed cost.
+    error = np.where(avail < 40, V6_TRUNCATED, np.where(ver != 6, V6_BAD_VERSION, np.where(bad_payload, V6_BAD_PAYLOAD_LENGTH, 0))).astype(np.uint8)
     claimed = np.where(bad_payload, avail, claimed)
-    kept = np.clip(np.minimum(avail, claimed), 0, None)
+    kept = np.maximum(np.minimum(avail, claimed), 0)
     addr = np.ascontiguousarray(w[:, 8:40]).view(">u8").astype(np.uint64)
     nh = w[:, 6].astype(np.int64)
     pos = np.full(nh.size, 40, np.int64)
@@ -116,7 +117,7 @@ def ipv6(data: U8, l3_all: I64, window: U8, avail_all: I64, wire_all: I64, c: Co
 def _walk(data: U8, l3: I64, kept: I64, nh: I64, pos: I64, error: U8, nonfirst: np.ndarray, fragment: np.ndarray, walking: np.ndarray) -> None:
     """Follow extension headers (rare: a loop over the few rows that have them, reading the buffer directly)."""
     for _ in range(MAX_EXTENSIONS):
-        i = np.flatnonzero(walking)
+        i = walking.nonzero()[0]
         if i.size == 0:
             return
         p, ie, kind = pos[i], kept[i], nh[i]

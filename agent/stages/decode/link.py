@@ -71,7 +71,7 @@ def _vlan_tags(head: U8, caplen: I64, ethertype: I64, at: int, error: U8) -> tup
     if not tagged.any():
         return ethertype, l3
     ethertype = ethertype.copy()
-    i = np.flatnonzero(tagged & (error == 0))
+    i = (tagged & (error == 0)).nonzero()[0]
     pos = np.full(i.size, at, np.int64)
     for _ in range(MAX_VLAN_TAGS):
         cut = pos + 6 > caplen[i]
@@ -162,7 +162,7 @@ def ppi(raw: RawBatch, head: U8) -> Link:
     ethertype, l3 = np.full(len(raw), NO_ETHERTYPE, np.int64), np.zeros(len(raw), np.int64)
     ok = ~cut & ~bad
     for linktype in np.unique(wrapped[ok]).tolist():
-        i = np.flatnonzero(ok & (wrapped == linktype))
+        i = (ok & (wrapped == linktype)).nonzero()[0]
         decoder = LINK_DECODERS.get(linktype) if linktype != PPI else None
         if decoder is None:
             error[i] = ERR_PPI_UNSUPPORTED

@@ -39,10 +39,10 @@ def _headers(data: U8, l3: I64, window: U8, at: I64) -> U8:
     """The first 14 bytes of every transport header: from the window for the two usual places
     (after a plain IPv4 or IPv6 header), from the buffer for the rest."""
     h = np.ascontiguousarray(window[:, 20:34])
-    v6 = np.flatnonzero(at == 40)
+    v6 = (at == 40).nonzero()[0]
     if v6.size:
         h[v6] = window[v6, 40:54]
-    other = np.flatnonzero((at != 20) & (at != 40))
+    other = ((at != 20) & (at != 40)).nonzero()[0]
     if other.size:
         h[other] = rows(data, l3[other] + at[other], 14)
     return h
