@@ -51,6 +51,7 @@ MAX_BLOCK_TIMEOUT_MS = 250  # a packet waits at most this long in a kernel block
 MAX_PACE = 0.02  # seconds a reader lets blocks gather after emptying the ring (at 100k packets/s: 0.36 -> 0.29 us a packet)
 RING_SHARE = 0.25  # ... and at most the time the kernel takes to hand over this share of the ring's blocks
 MIN_PACE = 0.01  # a shorter wait saves little (many packets a read already) and leaves a stall less room: none then
+MIN_BLOCKS = 2  # nor a wait in which fewer blocks come: the reader would wake to find nothing
 BLOCK_BYTES = 1 << 18  # libpcap's TPACKET_V3 block: room for one packet of its largest snapshot length, 256 KiB
 SLOT_BYTES = 128  # ring bytes a packet takes besides its captured bytes (TPACKET_V3 header, address, alignment), rounded up
 
@@ -60,29 +61,31 @@ def pace(ring_bytes: int, block_timeout: float, read_bytes: int, read_packets: i
 
     ``read_bytes`` captured bytes in ``read_packets`` packets came in over ``seconds``. The
     kernel hands over a block when it is full or ``block_timeout`` after it began, so at that
-    rate it hands over at most one block per timeout plus the bytes over the block size; the
-    wait lets at most ``RING_SHARE`` of the ring's blocks fill, and never exceeds
-    ``MAX_PACE``. No traffic measured, or so much that the wait would be under ``MIN_PACE``: no
-    wait (the reader reads at each block the kernel hands over; at 400k packets/s with pacing,
-    two runs in five lost packets in the kernel, and none without).
+    rate it hands over one block per timeout plus one per ``BLOCK_BYTES`` of ring. The wait
+    lets at most ``RING_SHARE`` of the ring's blocks fill, and never exceeds ``MAX_PACE``.
+    No wait (the reader reads each block as the kernel hands it over) when nothing was
+    measured; when fewer than ``MIN_BLOCKS`` blocks would come in it (a light link: waking
+    to find nothing costs more than it saves); or when it would be under ``MIN_PACE`` (at
+    400k packets/s, reads take many packets each already, and a stall of the reader on top
+    of a wait could fill the ring).
 
     >>> pace(4 << 20, 0.25, 0, 0, 0.02)
     0.0
-    >>> pace(4 << 20, 0.25, 30_000, 100, 0.001)  # 100k packets/s of 300 bytes: a quarter of 16 blocks in 24 ms
-    0.02
-    >>> round(pace(4 << 20, 0.25, 60_000, 200, 0.001), 4)  # 200k packets/s: in 12 ms
-    0.0121
-    >>> pace(4 << 20, 0.25, 120_000, 400, 0.001)  # 400k packets/s: in 6 ms, too little to wait for
+    >>> pace(4 << 20, 0.25, 1_500, 5, 0.001)  # 5k packets/s of 300 bytes: 12 blocks a second, not 2 in 20 ms
     0.0
-    >>> pace(4 << 20, 0.001, 3_000, 10, 0.001)  # a block every millisecond, however few the packets: 4 ms
+    >>> pace(4 << 20, 0.25, 30_000, 100, 0.001)  # 100k packets/s: a quarter of 16 blocks in 24 ms, 3 blocks in 20 ms
+    0.02
+    >>> round(pace(4 << 20, 0.25, 60_000, 200, 0.001), 4)  # 200k packets/s: a quarter of the ring in 12 ms
+    0.0121
+    >>> pace(4 << 20, 0.25, 120_000, 400, 0.001)  # 400k packets/s: in 6 ms, too short a wait
     0.0
     """
     if read_packets == 0 or seconds <= 0:
         return 0.0
     blocks = max(1, ring_bytes // BLOCK_BYTES)
     per_second = 1 / block_timeout + (read_bytes + SLOT_BYTES * read_packets) / seconds / BLOCK_BYTES
-    wait = RING_SHARE * blocks / per_second
-    return min(MAX_PACE, wait) if wait >= MIN_PACE else 0.0
+    wait = min(MAX_PACE, RING_SHARE * blocks / per_second)
+    return wait if wait >= MIN_PACE and wait * per_second >= MIN_BLOCKS else 0.0
 
 
 def block_timeout_ms(window: float) -> int:
