@@ -31,7 +31,7 @@ def joined(parts: list[tuple[bytes, bytes]]) -> tuple[np.ndarray, I64, I64, I64]
     """``columns`` of several ``next_batch`` results read one after another, as one batch.
 
     The bytes are joined once and the metadata read in one pass: a handful of numpy calls
-    whatever the number of parts (a live read gathers one part per kernel block).
+    whatever the number of parts (a live read gathers a part or two per kernel block).
     """
     if len(parts) == 1:
         return columns(*parts[0])
