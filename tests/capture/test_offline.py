@@ -7,8 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pcapgen as g
+import pcapy
 import pytest
 
+from agent.capture._pcapy import columns, joined
 from agent.capture.offline import FileSource
 from agent.capture.wirelen import WireLengths
 from agent.errors import CaptureError, ConfigError
@@ -199,11 +201,7 @@ def test_a_paced_replay_never_hands_over_a_packet_before_its_time(tmp_path: Path
 
 
 def test_parts_of_a_read_join_into_one_batch(tmp_path: Path) -> None:
-    # A live read gathers one next_batch result per kernel block; joined they are the batch read at once.
-    import pcapy
-
-    from agent.capture._pcapy import columns, joined
-
+    # A live read gathers a next_batch result or two per kernel block; joined they are the batch read at once.
     path = tmp_path / "a.pcap"
     capture(50).write(path)
     whole = columns(*pcapy.open_offline(str(path)).next_batch(50))
