@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from agent.base.arrays import unique_first
+from agent.base.arrays import table, unique_first
 from agent.base.batch import I64, U64
 
 EMPTY, DELETED = np.uint64(0), np.uint64(1)
@@ -42,8 +42,8 @@ class HashIndex:
     def _allocate(self, size: int) -> None:
         self._size = size
         self._mask = np.uint64(size - 1)
-        self._keys: U64 = np.zeros(size, np.uint64)
-        self._vals: I64 = np.zeros(size, np.int64)
+        self._keys: U64 = table(size, np.uint64)
+        self._vals: I64 = table(size, np.int64)
 
     @property
     def size(self) -> int:

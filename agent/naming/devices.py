@@ -15,7 +15,7 @@ from typing import Protocol
 import numpy as np
 
 from agent.base.addresses import address_key, address_keys
-from agent.base.arrays import unique, unique_inverse
+from agent.base.arrays import table, unique, unique_inverse
 from agent.base.batch import I64, U64, Batch
 from agent.base.hashindex import HashIndex
 from agent.base.slots import FreeSlots
@@ -44,10 +44,10 @@ class AddressCache:
     def __init__(self, max_entries: int, ttl: int) -> None:
         self.max_entries, self.ttl = max_entries, ttl
         self._index = HashIndex(max_entries)
-        self._key = np.zeros(max_entries, np.uint64)
-        self._value = np.zeros(max_entries, np.int64)
-        self._expires = np.zeros(max_entries, np.int64)
-        self._used = np.zeros(max_entries, np.bool_)
+        self._key = table(max_entries, np.uint64)
+        self._value = table(max_entries, np.int64)
+        self._expires = table(max_entries, np.int64)
+        self._used = table(max_entries, np.bool_)
         self._free = FreeSlots(max_entries)
         self.hits = self.misses = self.evictions = self.expirations = 0
 

@@ -26,6 +26,7 @@ import numpy as np
 from publicsuffixlist import PSLFILE
 
 from agent.base.addresses import address_key
+from agent.base.arrays import table
 from agent.base.batch import I64, U64
 from agent.base.hashindex import HashIndex
 from agent.base.slots import FreeSlots
@@ -114,10 +115,10 @@ class DomainMap:
         self.max_entries = max_entries
         self.names = names
         self._index = HashIndex(max_entries)
-        self._key = np.zeros(max_entries, np.uint64)
-        self._name = np.zeros(max_entries, np.int64)
-        self._order = np.zeros(max_entries, np.int64)  # when each entry was last answered
-        self._used = np.zeros(max_entries, np.bool_)
+        self._key = table(max_entries, np.uint64)
+        self._name = table(max_entries, np.int64)
+        self._order = table(max_entries, np.int64)  # when each entry was last answered
+        self._used = table(max_entries, np.bool_)
         self._free = FreeSlots(max_entries)
         self._clock = 0
         self.evictions = 0

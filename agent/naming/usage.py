@@ -20,6 +20,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from agent.base.arrays import table
 from agent.base.batch import I64
 from agent.config import DevicesConfig
 from agent.naming.interner import OTHER, UNNAMED, Interner
@@ -31,9 +32,9 @@ class TopN:
     def __init__(self, budget: int, ttl_us: int, *, interval_us: int = 60_000_000, capacity: int = 4096, fixed: tuple[str, str] = ("other", "unnamed")) -> None:
         self.budget, self.ttl_us, self.interval_us = budget, ttl_us, interval_us
         self.names = Interner(capacity, fixed)
-        self.recent = np.zeros(capacity, np.float64)  # bytes since the last re-ranking, per name id
-        self.last_active = np.zeros(capacity, np.int64)
-        self.series_of = np.zeros(capacity, np.int64)  # name id -> series id (0: 'other')
+        self.recent = table(capacity, np.float64)  # bytes since the last re-ranking, per name id
+        self.last_active = table(capacity, np.int64)
+        self.series_of = table(capacity, np.int64)  # name id -> series id (0: 'other')
         self.series_of[UNNAMED] = 1
         # Series 0 is 'other' and 1 'unnamed'; 2.. are names'. Totals per series, per measure.
         self.totals = np.zeros((budget + 2, 4), np.float64)

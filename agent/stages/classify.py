@@ -19,6 +19,7 @@ import numpy as np
 
 from agent.base import labels
 from agent.base.addresses import address_int
+from agent.base.arrays import table
 from agent.base.batch import U64, Batch, Mask
 
 REMOTE, LOCAL, CHECK = 0, 1, 2
@@ -40,20 +41,20 @@ class Classifier:
 
     def __init__(self, networks: Iterable[str]) -> None:
         self.networks = [ipaddress.ip_network(n, strict=False) for n in networks]
-        self._t4 = np.zeros(1 << 16, np.uint8)
-        self._t6 = np.zeros(1 << 16, np.uint8)
+        self._t4 = table(1 << 16, np.uint8)  # a page each for the few networks written; the rest reads as the zero page
+        self._t6 = table(1 << 16, np.uint8)
         self._long4: list[tuple[int, int]] = []  # (mask, net) on the 32-bit address
         self._long6: list[tuple[int, int, int, int]] = []  # (mask_hi, mask_lo, net_hi, net_lo)
         for net in sorted(self.networks, key=lambda n: n.prefixlen):
             bits = net.max_prefixlen
             base = int(net.network_address)
-            table = self._t4 if net.version == 4 else self._t6
+            prefixes = self._t4 if net.version == 4 else self._t6
             top = base >> (bits - 16)
             if net.prefixlen <= 16:
-                table[top : top + (1 << (16 - net.prefixlen))] = LOCAL
+                prefixes[top : top + (1 << (16 - net.prefixlen))] = LOCAL
                 continue
-            if table[top] != LOCAL:
-                table[top] = CHECK
+            if prefixes[top] != LOCAL:
+                prefixes[top] = CHECK
             mask = ((1 << net.prefixlen) - 1) << (bits - net.prefixlen)
             if net.version == 4:
                 self._long4.append((mask, base))

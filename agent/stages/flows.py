@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from agent.base import labels
-from agent.base.arrays import unique, unique_inverse
+from agent.base.arrays import table, unique, unique_inverse
 from agent.base.batch import I64, U64, Batch
 from agent.base.hashindex import HashIndex
 from agent.base.hashing import GOLDEN, MIX_2, mix
@@ -46,21 +46,21 @@ class FlowTable:
         self.idle_us, self.active_us, self.linger_us, self.sweep_us = idle_us, active_us, linger_us, sweep_us
         self._index = HashIndex(max_flows)
         n = max_flows
-        self.key = np.zeros(n, np.uint64)
-        self.used = np.zeros(n, np.bool_)
-        self.transport = np.zeros(n, np.uint8)
-        self.first_ts = np.zeros(n, np.int64)
-        self.last_ts = np.zeros(n, np.int64)
-        self.closing = np.zeros(n, np.bool_)  # RST or the second FIN was seen (zeros: no page is touched before a flow is)
-        self.close_ts = np.zeros(n, np.int64)  # ... when
-        self.packets = np.zeros((n, 2), np.int64)  # per direction: first endpoint -> second, and back
-        self.bytes = np.zeros((n, 2), np.int64)
-        self.flags = np.zeros((n, 2), np.uint8)
+        self.key = table(n, np.uint64)
+        self.used = table(n, np.bool_)
+        self.transport = table(n, np.uint8)
+        self.first_ts = table(n, np.int64)
+        self.last_ts = table(n, np.int64)
+        self.closing = table(n, np.bool_)  # RST or the second FIN was seen
+        self.close_ts = table(n, np.int64)  # ... when
+        self.packets = table((n, 2), np.int64)  # per direction: first endpoint -> second, and back
+        self.bytes = table((n, 2), np.int64)
+        self.flags = table((n, 2), np.uint8)
         self._free = FreeSlots(n)
         self._closing: I64 = np.zeros(0, np.int64)
         self._linger_due = 0  # when the first of them lingers out
         self._next_sweep: int | None = None
-        self._first_packet = np.zeros(n, np.intp)  # scratch: a chunk's first packet of each slot
+        self._first_packet = table(n, np.intp)  # scratch: a chunk's first packet of each slot
         # Timeouts are decided to within this much packet time.
         self.resolution_us = max(1000, min(1_000_000, idle_us, active_us, linger_us or 1_000_000))
         self.active = np.zeros(N_TRANSPORTS, np.int64)

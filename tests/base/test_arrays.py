@@ -1,0 +1,46 @@
+"""Tables sized to their bound take memory only for the pages written, whatever the heap held before."""
+
+from __future__ import annotations
+
+import mmap
+import os
+
+import numpy as np
+
+from agent.base.arrays import LAZY_BYTES, table
+from agent.stages.flows import FlowTable
+
+
+def resident_pages(a: np.ndarray) -> int:
+    """Pages of the array's memory the kernel has mapped for this process (/proc/self/pagemap, bit 63)."""
+    start = a.__array_interface__["data"][0]
+    first, last = start // mmap.PAGESIZE, (start + a.nbytes - 1) // mmap.PAGESIZE
+    with open(f"/proc/{os.getpid()}/pagemap", "rb") as f:
+        f.seek(first * 8)
+        entries = np.frombuffer(f.read((last - first + 1) * 8), np.uint64)
+    return int((entries >> np.uint64(63)).sum())
+
+
+def test_a_table_is_resident_only_where_written() -> None:
+    # A heap that has held (and cleared) big blocks: np.zeros would clear a reused one by writing it.
+    for _ in range(4):
+        junk = np.ones(600_000, np.uint8)
+        del junk
+    t = table((65_536, 2), np.int64)  # a flow table's packet counts: 1 MiB
+    assert (t.shape, t.dtype, resident_pages(t)) == ((65_536, 2), np.dtype(np.int64), 0)
+    t[:300] = 1  # 300 rows of 16 bytes: the first two pages
+    t[40_000, 1] = 7
+    assert resident_pages(t) == 3
+    assert int(t.sum()) == 607
+
+
+def test_small_tables_stay_on_the_heap() -> None:
+    small = table(LAZY_BYTES // 8 - 1, np.int64)
+    assert small.base is None and not small.any()
+
+
+def test_a_quiet_flow_table_costs_a_few_pages_not_its_bound() -> None:
+    flows = FlowTable(max_flows=65_536, idle_us=60_000_000, active_us=1_800_000_000, linger_us=2_000_000)
+    big = [flows.key, flows.first_ts, flows.last_ts, flows.close_ts, flows.packets, flows.bytes, flows.flags, flows.used, flows.transport, flows.closing]
+    assert sum(a.nbytes for a in big) == 65_536 * (8 * 4 + 16 * 2 + 2 + 3)
+    assert sum(resident_pages(a) for a in big) == 0
