@@ -15,7 +15,6 @@ Nothing here depends on the rest of the package except the exception tree.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import ipaddress
 import re
 import types
@@ -300,6 +299,8 @@ def _build(cls: Any, data: Any, prefix: str) -> Any:
     for key, value in data.items():
         path = f"{prefix}.{key}" if prefix else str(key)
         if key not in fields:
+            import difflib  # only for the hint (0.2 MiB resident, and heapq, for every agent otherwise)
+
             close = difflib.get_close_matches(str(key), list(fields), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(fields)}"
             raise ConfigError(f"config key {path}: unknown key{hint}")

@@ -131,6 +131,7 @@ HEAVY = (
     "opentelemetry",
     "subprocess",
     "tempfile",
+    "difflib",  # the config's "did you mean" hint, loaded only for a wrong key
 )
 LIVE_PATH = """
 import sys
