@@ -60,13 +60,12 @@ class TopN:
         np.add.at(self.recent, name_ids, sizes)
         series = self._series_for(name_ids)
         k = self.totals.shape[0]
-        octets, packets = np.bincount(series, weights=sizes, minlength=k), np.bincount(series, minlength=k)
+        octets: np.ndarray = np.bincount(series, weights=sizes, minlength=k)
+        packets: np.ndarray = np.bincount(series, minlength=k)
         if scale != 1.0:  # unsampled traffic (the default) needs no scaling: x * 1.0 is x
-            self.totals[:, measure_bytes] += octets * scale
-            self.totals[:, measure_bytes + 2] += packets * scale
-        else:
-            self.totals[:, measure_bytes] += octets
-            self.totals[:, measure_bytes + 2] += packets
+            octets, packets = octets * scale, packets * scale
+        self.totals[:, measure_bytes] += octets
+        self.totals[:, measure_bytes + 2] += packets
 
     def add_totals(self, name_ids: I64, values: np.ndarray) -> None:
         """Count ready-made amounts: row i of ``values`` is [tx bytes, rx bytes, tx packets, rx packets] of ``name_ids[i]``."""
