@@ -315,6 +315,10 @@ def summarise(rows: list[dict[str, object]], rates: list[int]) -> list[dict[str,
             a, s = row["pktagent"], row["softflowd"]
             assert isinstance(a, dict) and isinstance(s, dict)
             row["ratio"] = a["cpu_s_per_million"] / s["cpu_s_per_million"] if s["cpu_s_per_million"] else float("inf")
+            # The repeats are interleaved, so pktagent's k-th run and softflowd's k-th ran side by side: their
+            # ratios show how far the median ratio moves with the machine.
+            mine, peer = ([float(r["cpu_s_per_million"]) for r in rows if r["rate"] == rate and r["capturer"] == n] for n in ("pktagent", "softflowd"))  # type: ignore[arg-type]
+            row["pair_ratios"] = [x / y for x, y in zip(mine, peer) if y]
         table.append(row)
     return table
 
@@ -326,12 +330,14 @@ def _cell(row: dict[str, object], name: str, key: str, fmt: str) -> str:
 
 def show(table: list[dict[str, object]], idle_row: dict[str, object] | None) -> None:
     names = ("pktagent", "softflowd", "tcpdump")
-    print("    rate | cpu-s/M: pktagent softflowd tcpdump | ratio | peak RSS MiB: pktagent softflowd tcpdump | lost counted/uncounted")
+    print("    rate | cpu-s/M: pktagent softflowd tcpdump | ratio (pairs)      | peak RSS MiB: pktagent softflowd tcpdump | lost counted/uncounted")
     for row in table:
         cpu = " ".join(_cell(row, n, "cpu_s_per_million", ">8.2f") for n in names)
         rss = " ".join(_cell(row, n, "peak_rss_mib", ">8.1f") for n in names)
         lost = " ".join(f"{_cell(row, n, 'lost_counted', '.0f')}/{_cell(row, n, 'lost_uncounted', '.0f')}" for n in names)
-        print(f"{row['rate']:>8} | {cpu} | {float(row.get('ratio', float('nan'))):5.2f} | {rss} | {lost}", flush=True)  # type: ignore[arg-type]
+        pairs = row.get("pair_ratios") or []
+        spread = f"({min(pairs):.2f}-{max(pairs):.2f})" if isinstance(pairs, list) and pairs else ""
+        print(f"{row['rate']:>8} | {cpu} | {float(row.get('ratio', float('nan'))):5.2f} {spread:<11} | {rss} | {lost}", flush=True)  # type: ignore[arg-type]
     if idle_row:
         share, rss_now, peak = (float(idle_row[k]) for k in ("core_share", "rss_mib", "peak_rss_mib"))  # type: ignore[arg-type]
         print(f"idle {idle_row['seconds']:.0f} s: pktagent {share:.3%} of a core, RSS {rss_now:.1f} MiB (peak {peak:.1f})")
