@@ -21,6 +21,7 @@ from agent.errors import CaptureError, ConfigError, PktagentError
 from agent.export.health import health
 from agent.naming.domains import load_suffixes
 from agent.runtime.engine import live_engine
+from agent.runtime.pages import release_file_pages
 from agent.runtime.pipeline import Pipeline
 from agent.runtime.privileges import become
 from agent.runtime.sources import open_live, openers
@@ -150,6 +151,8 @@ class Agent:
         )
 
     def start(self) -> None:
+        # Everything is imported and set up: what start-up alone touched can go (before the workers fork, so they share the rest).
+        release_file_pages()
         if self.pool is not None:
             # The workers first: no thread may run across a fork (a lock it holds stays held in the child).
             self.pool.start(inherited=[self.server])

@@ -2,23 +2,11 @@
 
 from __future__ import annotations
 
-import mmap
-import os
-
 import numpy as np
+from pagemap import resident_pages
 
 from agent.base.arrays import LAZY_BYTES, table
 from agent.stages.flows import FlowTable
-
-
-def resident_pages(a: np.ndarray) -> int:
-    """Pages of the array's memory the kernel has mapped for this process (/proc/self/pagemap, bit 63)."""
-    start = a.__array_interface__["data"][0]
-    first, last = start // mmap.PAGESIZE, (start + a.nbytes - 1) // mmap.PAGESIZE
-    with open(f"/proc/{os.getpid()}/pagemap", "rb") as f:
-        f.seek(first * 8)
-        entries = np.frombuffer(f.read((last - first + 1) * 8), np.uint64)
-    return int((entries >> np.uint64(63)).sum())
 
 
 def test_a_table_is_resident_only_where_written() -> None:
