@@ -80,8 +80,8 @@ def once(items: Sequence[str], flag: str) -> tuple[str, ...]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from agent.capture._pcapy import compact_allocator
     from agent.runtime.agent import Agent
+    from agent.runtime.memory import compact_allocator
     from agent.runtime.privileges import harden
 
     compact_allocator()  # before any thread starts: arenas are per thread
@@ -156,7 +156,7 @@ def _progress(engine: Any, sizes: Sequence[int], done: threading.Event) -> None:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from agent.capture._pcapy import tune_allocator
+    from agent.runtime.memory import tune_allocator
     from agent.runtime.replay import replay_engine, run
     from agent.version import build_labels
 

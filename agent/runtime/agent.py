@@ -21,7 +21,7 @@ from agent.errors import CaptureError, ConfigError, PktagentError
 from agent.export.health import health
 from agent.naming.domains import load_suffixes
 from agent.runtime.engine import live_engine
-from agent.runtime.pages import release_file_pages
+from agent.runtime.memory import release_file_pages
 from agent.runtime.pipeline import Pipeline
 from agent.runtime.privileges import become
 from agent.runtime.sources import open_live, openers

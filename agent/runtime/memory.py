@@ -1,0 +1,112 @@
+"""How a live agent keeps its memory small: glibc's allocator settings, and start-up's pages given back.
+
+``compact_allocator`` (for ``run``) makes freed memory go back at once; ``tune_allocator``
+(for ``replay``) keeps big buffers in the heap for speed.
+
+``release_file_pages`` gives back the pages of shared libraries that only start-up used, so
+that a live agent keeps resident only the code it runs. Importing numpy, the interpreter's
+start and pktagent's own imports touch code and read-only data that the capture loop never
+runs again (numpy's extension and OpenBLAS initialise all they have). The kernel keeps those
+pages mapped for as long as the process lives, and they count in its RSS. ``MADV_PAGEOUT``
+(Linux 5.4) on the read-only file mappings drops every page no other process maps; what the
+pipeline runs comes back at its first batches (a page fault each, from the page cache), the
+rest stays on disk. Writable mappings (a library's data, the heap) and pages another process
+maps too are left alone. On the build VM (Linux 6.18, whose ext4 maps library pages in large
+folios) an idle agent's RSS goes from 40.8 to 32.6 MiB.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+log = logging.getLogger("pktagent.memory")
+
+
+def tune_allocator() -> None:
+    """Keep big buffers in the heap: pcapy-ng allocates a few megabytes per batch, and glibc's
+    default of mapping (and zeroing) fresh pages for each costs a third of the read time."""
+    import ctypes
+    import platform
+
+    if platform.system() != "Linux":
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 64 << 20)  # M_MMAP_THRESHOLD
+        libc.mallopt(-1, 128 << 20)  # M_TRIM_THRESHOLD
+    except (OSError, AttributeError):
+        pass  # not glibc: the defaults it has
+
+
+def compact_allocator() -> None:
+    """Give memory back as soon as it is freed: what a long-running live agent wants.
+
+    glibc's default raises its mmap threshold to the largest block freed so far, so after the
+    first batch every batch's bytes (megabytes) are carved from the heap, which keeps its peak;
+    and each thread that allocates gets an arena of its own. A fixed 1 MiB threshold maps and
+    unmaps batch buffers (a fraction of a millisecond a batch) and one arena serves the threads,
+    which take turns under the interpreter lock anyway.
+    """
+    import ctypes
+    import platform
+
+    if platform.system() != "Linux":
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-8, 1)  # M_ARENA_MAX
+        libc.mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD
+        libc.mallopt(-1, 1 << 20)  # M_TRIM_THRESHOLD
+    except (OSError, AttributeError):
+        pass  # not glibc: the defaults it has
+
+
+MADV_PAGEOUT = 21  # <linux/mman.h>; Python's mmap module names it only from 3.13
+
+
+def file_mappings(maps: str) -> list[tuple[int, int]]:
+    """(start, end) of each read-only, private mapping of a file in a ``/proc/PID/maps`` text.
+
+    >>> file_mappings("7f00-7f80 r-xp 00000000 fe:00 1 /usr/lib/libc.so.6\\n"
+    ...               "7f80-7f90 rw-p 00080000 fe:00 1 /usr/lib/libc.so.6\\n"
+    ...               "7fa0-7fb0 rw-p 00000000 00:00 0\\n"
+    ...               "7fb0-7fc0 r--s 00000000 00:05 9 /dev/shm/x\\n")
+    [(32512, 32640)]
+    """
+    found = []
+    for line in maps.splitlines():
+        fields = line.split(maxsplit=5)
+        if len(fields) < 6 or not fields[5].startswith("/") or fields[1][1] != "-" or fields[1][3] != "p":
+            continue
+        start, end = fields[0].split("-")
+        found.append((int(start, 16), int(end, 16)))
+    return found
+
+
+def release_file_pages(maps_path: str = "/proc/self/maps") -> int:
+    """Ask the kernel to reclaim this process's read-only file pages; the number of mappings it took.
+
+    Nothing happens (0) where the kernel has no ``MADV_PAGEOUT`` or the system is not Linux:
+    the pages then stay, as they always did.
+    """
+    if not sys.platform.startswith("linux"):
+        return 0
+    import ctypes
+
+    try:
+        with open(maps_path) as f:
+            ranges = file_mappings(f.read())
+        libc = ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return 0
+    madvise = libc.madvise
+    madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+    taken = 0
+    for start, end in ranges:
+        if madvise(start, end - start, MADV_PAGEOUT) == 0:
+            taken += 1
+        elif ctypes.get_errno() == 22:  # EINVAL: a kernel before 5.4 knows no MADV_PAGEOUT
+            return taken
+    log.debug("start-up pages of %d file mappings given back", taken)
+    return taken
