@@ -24,10 +24,10 @@ def table(shape: int | tuple[int, ...], dtype: npt.DTypeLike) -> np.ndarray:
     ``np.zeros`` takes anything under glibc's mmap threshold (1 MiB in a live agent,
     ``agent.runtime.memory.compact_allocator``) from the heap, where ``calloc`` clears a reused
     block by writing it: the pipeline's tables held 1.6 MiB on an idle link (0.6 MiB now) and
-    2.2 MiB after 10 s at 100k packets/s (1.2 MiB now). A private anonymous mapping is the kernel's zero page until a row is
-    written, so a table on a quiet link costs what it uses (rows are handed out from the
-    lowest, ``agent.base.slots``). Copy-on-write across a fork, as the heap is. Small tables
-    stay on the heap.
+    2.2 MiB after 10 s at 100k packets/s (1.2 MiB now). A private anonymous mapping is the
+    kernel's zero page until a row is written, so a table on a quiet link costs what it uses
+    (rows are handed out from the lowest, ``agent.base.slots``). Copy-on-write across a fork,
+    as the heap is. Small tables stay on the heap.
 
     >>> t = table((1024, 2), np.int64)
     >>> t.shape, t.dtype.name, int(t.sum()), t.flags.writeable
