@@ -23,20 +23,28 @@ import sys
 log = logging.getLogger("pktagent.memory")
 
 
+# glibc's mallopt() parameters (<malloc.h>).
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -3, -8
+
+
+def _mallopt(*settings: tuple[int, int]) -> None:
+    """Set glibc's allocator parameters; a C library that is not glibc keeps its defaults."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        for parameter, value in settings:
+            libc.mallopt(parameter, value)
+    except (OSError, AttributeError):
+        pass  # not glibc: the defaults it has
+
+
 def tune_allocator() -> None:
     """Keep big buffers in the heap: pcapy-ng allocates a few megabytes per batch, and glibc's
     default of mapping (and zeroing) fresh pages for each costs a third of the read time."""
-    import ctypes
-    import platform
-
-    if platform.system() != "Linux":
-        return
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, 64 << 20)  # M_MMAP_THRESHOLD
-        libc.mallopt(-1, 128 << 20)  # M_TRIM_THRESHOLD
-    except (OSError, AttributeError):
-        pass  # not glibc: the defaults it has
+    _mallopt((M_MMAP_THRESHOLD, 64 << 20), (M_TRIM_THRESHOLD, 128 << 20))
 
 
 def compact_allocator() -> None:
@@ -48,18 +56,7 @@ def compact_allocator() -> None:
     unmaps batch buffers (a fraction of a millisecond a batch) and one arena serves the threads,
     which take turns under the interpreter lock anyway.
     """
-    import ctypes
-    import platform
-
-    if platform.system() != "Linux":
-        return
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-8, 1)  # M_ARENA_MAX
-        libc.mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD
-        libc.mallopt(-1, 1 << 20)  # M_TRIM_THRESHOLD
-    except (OSError, AttributeError):
-        pass  # not glibc: the defaults it has
+    _mallopt((M_ARENA_MAX, 1), (M_MMAP_THRESHOLD, 1 << 20), (M_TRIM_THRESHOLD, 1 << 20))
 
 
 MADV_PAGEOUT = 21  # <linux/mman.h>; Python's mmap module names it only from 3.13

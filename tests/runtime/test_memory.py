@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from pagemap import resident_pages
 
-from agent.runtime.memory import release_file_pages
+from agent.runtime.memory import file_mappings, release_file_pages
 
 PAGES = 64
 
@@ -56,6 +56,4 @@ def test_a_maps_file_that_cannot_be_read_releases_nothing(tmp_path: Path) -> Non
     ],
 )
 def test_only_read_only_private_file_mappings_are_taken(line: str, taken: list[tuple[int, int]]) -> None:
-    from agent.runtime.memory import file_mappings
-
     assert file_mappings(line + "\n") == taken
