@@ -84,10 +84,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from agent.runtime.memory import compact_allocator
     from agent.runtime.privileges import harden
 
-    compact_allocator()  # before any thread starts: arenas are per thread
-
+    config = resolve_config(args)
+    compact_allocator(config.pipeline.batch_bytes)  # before any thread starts: arenas are per thread
     harden()  # no_new_privs, in this process and in every worker it forks
-    agent = Agent(resolve_config(args))
+    agent = Agent(config)
     stop, hup = threading.Event(), threading.Event()
 
     def on_signal(signum: int, frame: object) -> None:

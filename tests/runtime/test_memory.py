@@ -1,9 +1,11 @@
-"""A live agent's memory: start-up's pages of read-only file mappings go back to the kernel; writable mappings keep theirs."""
+"""A live agent's memory: start-up's pages of read-only file mappings go back to the kernel; a batch's buffers come back from the heap."""
 
 from __future__ import annotations
 
 import mmap
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -57,3 +59,45 @@ def test_a_maps_file_that_cannot_be_read_releases_nothing(tmp_path: Path) -> Non
 )
 def test_only_read_only_private_file_mappings_are_taken(line: str, taken: list[tuple[int, int]]) -> None:
     assert file_mappings(line + "\n") == taken
+
+
+# In a process of its own: the allocator's settings are the whole process's.
+_ALLOCATOR = """
+import ctypes, resource, sys
+import numpy as np
+from agent.runtime.memory import compact_allocator
+
+class Mallinfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+libc = ctypes.CDLL("libc.so.6")
+libc.mallinfo2.restype = Mallinfo2
+compact_allocator(int(sys.argv[1]))
+faults = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+mapped = libc.mallinfo2().hblkhd  # what the interpreter and numpy mapped at start
+first = np.ones(3 << 20, np.uint8)  # a batch's bytes
+in_map = libc.mallinfo2().hblkhd - mapped
+del first
+free = libc.mallinfo2().fordblks
+before = faults()
+second = np.ones(3 << 20, np.uint8)  # the next batch's
+refaults = faults() - before
+big = np.ones(24 << 20, np.uint8)  # more than a batch: mapped, and unmapped when freed
+print(in_map, free >> 20, refaults, (libc.mallinfo2().hblkhd - mapped) >> 20)
+"""
+
+
+def test_a_batch_buffer_is_reused_from_the_heap_without_faulting_its_pages_again() -> None:
+    out = subprocess.run([sys.executable, "-c", _ALLOCATOR, str(4 << 20)], capture_output=True, text=True, check=True).stdout.split()
+    in_map, free_mib, refaults, mapped_mib = map(int, out)
+    assert in_map == 0  # under the 8 MiB kept for batches: from the heap, not a mapping of its own
+    assert free_mib >= 3  # freed, and kept: the heap is not trimmed below what a batch needs
+    assert refaults < 16  # the next batch's bytes land on resident pages (768 pages if mapped afresh)
+    assert mapped_mib == 24
+
+
+def test_with_one_mib_batches_a_three_mib_buffer_is_mapped_and_given_back() -> None:
+    out = subprocess.run([sys.executable, "-c", _ALLOCATOR, str(512 << 10)], capture_output=True, text=True, check=True).stdout.split()
+    in_map, free_mib, refaults, _ = map(int, out)
+    assert in_map >= 3 << 20 and free_mib < 1 and refaults >= 3 * 256  # the 1 MiB floor: mapped, unmapped, faulted in again
