@@ -21,7 +21,7 @@ LAZY_BYTES = 64 << 10  # a table this big or bigger gets pages of its own
 def table(shape: int | tuple[int, ...], dtype: npt.DTypeLike) -> np.ndarray:
     """Zeros for a table sized to its bound, whose pages take memory only once written.
 
-    ``np.zeros`` takes anything under glibc's mmap threshold (1 MiB in a live agent,
+    ``np.zeros`` takes anything under glibc's mmap threshold (8 MiB in a live agent,
     ``agent.runtime.memory.compact_allocator``) from the heap, where ``calloc`` clears a reused
     block by writing it: the pipeline's tables held 1.6 MiB on an idle link (0.6 MiB now) and
     2.2 MiB after 10 s at 100k packets/s (1.2 MiB now). A private anonymous mapping is the

@@ -21,7 +21,7 @@ SECONDS, PPS, INTERVAL = 24, 50_000, 2.0
 WARMUP = 8.0  # the first pass learns every flow, device and name of the capture in 0.4 s; the rest is the heap settling
 # No bound on memory here: RSS moves with the heap, and how high it goes depends on batch sizes,
 # which depend on how busy the machine is (+0.6 to +10 MB over the 16 s after the warm-up in runs
-# here, before `run` gave freed memory back: agent/runtime/memory.py compact_allocator). The soak
+# here, before `run` bounded the free memory it keeps: agent/runtime/memory.py compact_allocator). The soak
 # benchmark (`make soak`, 10 minutes, bound 4 MB over its second half) is where memory is judged;
 # this test reports it and checks every count.
 NO_RSS_BOUND = float("inf")
