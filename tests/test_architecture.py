@@ -132,6 +132,11 @@ HEAVY = (
     "subprocess",
     "tempfile",
     "difflib",  # the config's "did you mean" hint, loaded only for a wrong key
+    "shutil",  # with bz2 and lzma, 0.6 MiB: argparse's default formatter asks it for the terminal's width
+    "bz2",
+    "lzma",
+    "gzip",  # the gzip'd exposition is zlib's own
+    "encodings.idna",  # with stringprep and unicodedata, 0.3 MiB: getaddrinfo of a str host
 )
 LIVE_PATH = """
 import sys
