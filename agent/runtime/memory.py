@@ -52,8 +52,8 @@ def compact_allocator(batch_bytes: int = 4 << 20) -> None:
 
     glibc gives each thread that allocates an arena of its own; one serves the threads here,
     which take turns under the interpreter lock anyway. Its default raises the mmap threshold
-    to the largest block freed so far and keeps up to twice that free in the heap, without a
-    bound. Here both are fixed at ``batch_buffers(batch_bytes)``: a batch's bytes and columns
+    to the largest block freed so far (up to 32 MiB) and keeps up to twice that free in the
+    heap. Here both are fixed at ``batch_buffers(batch_bytes)``: a batch's bytes and columns
     come from the heap and go back to it, so the next batch finds its pages resident, and at
     most that much free memory stays resident after a burst. With both at 1 MiB (before),
     every batch mapped, faulted in and unmapped its megabytes again: at 100k packets/s, 290

@@ -97,7 +97,7 @@ def test_a_batch_buffer_is_reused_from_the_heap_without_faulting_its_pages_again
     assert mapped_mib == 24
 
 
-def test_with_one_mib_batches_a_three_mib_buffer_is_mapped_and_given_back() -> None:
+def test_a_buffer_over_what_is_kept_is_mapped_and_given_back_at_once() -> None:
     out = subprocess.run([sys.executable, "-c", _ALLOCATOR, str(512 << 10)], capture_output=True, text=True, check=True).stdout.split()
     in_map, free_mib, refaults, _ = map(int, out)
-    assert in_map >= 3 << 20 and free_mib < 1 and refaults >= 3 * 256  # the 1 MiB floor: mapped, unmapped, faulted in again
+    assert in_map >= 3 << 20 and free_mib < 1 and refaults >= 3 * 256  # 1 MiB kept: mapped, unmapped, faulted in again
