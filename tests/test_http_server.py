@@ -279,3 +279,37 @@ def test_run_serves_metrics_at_the_telemetry_path_flag(tmp_path: Path) -> None:
     assert f"serving http://127.0.0.1:{port}/x/metrics" in (tmp_path / "agent.log").read_text()
     bad = subprocess.run([*args[:2], "--web.telemetry-path", "metrics"], capture_output=True, text=True)
     assert bad.returncode == 2 and "argument --web.telemetry-path: 'metrics' must be a path" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def _wakes(tid: int) -> int:
+    """How many times thread ``tid`` of this process has gone to sleep and been woken (voluntary context switches)."""
+    with open(f"/proc/self/task/{tid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("voluntary_ctxt_switches:"))
+
+
+def _asleep(tid: int) -> bool:
+    with open(f"/proc/self/task/{tid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0] == "S"
+
+
+def test_an_idle_server_thread_sleeps_until_a_connection_or_close() -> None:
+    """socketserver's own loop woke twice a second to look for a shutdown: an idle agent's HTTP thread does not."""
+    import time
+
+    from waiting import until
+
+    server = MetricsServer("127.0.0.1", 0, lambda names: b"up 1\n", lambda: (200, {}))
+    server.start()
+    assert server._thread is not None and server._thread.native_id is not None
+    tid = server._thread.native_id
+    until(lambda: _asleep(tid), "the HTTP thread to wait for a connection")
+    before = _wakes(tid)
+    time.sleep(1.6)  # socketserver's loop (poll_interval 0.5) wakes three times in this
+    assert _wakes(tid) == before
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    conn.request("GET", "/metrics")
+    assert conn.getresponse().read() == b"up 1\n"
+    conn.close()
+    until(lambda: _wakes(tid) > before and _asleep(tid), "the connection to wake the HTTP thread, and it to wait again")
+    server.close()
+    assert not server._thread.is_alive()  # and so does close, at once

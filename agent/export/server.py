@@ -17,10 +17,13 @@ bcrypt. When the process runs out of file descriptors, accepting backs off inste
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import io
 import json
 import logging
+import os
+import selectors
 import socket
 import socketserver
 import threading
@@ -80,6 +83,8 @@ class _Server(socketserver.ThreadingTCPServer):
         self._by_address: dict[str, int] = {}
         self._count_lock = threading.Lock()
         self._stopping = threading.Event()
+        self._stopped = threading.Event()
+        self._wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self._accept_warned = 0.0
 
     def count(self, reason: str) -> None:
@@ -170,9 +175,37 @@ class _Server(socketserver.ThreadingTCPServer):
     def handle_error(self, request: Any, client_address: Any) -> None:
         log.exception("error serving %s", client_address[0] if client_address else "a client")
 
+    def serve_forever(self, poll_interval: float | None = None) -> None:
+        """socketserver's loop, woken for a shutdown by an eventfd instead of polling for one.
+
+        socketserver's own loop wakes every ``poll_interval`` to see whether it should stop:
+        on an idle agent, two wakes a second of the HTTP thread, 0.29 ms of CPU a second
+        (a fifth of an idle agent's). This one sleeps until a connection or ``shutdown``.
+        """
+        try:
+            with selectors.PollSelector() as selector:
+                selector.register(self, selectors.EVENT_READ)
+                selector.register(self._wake, selectors.EVENT_READ)
+                while not self._stopping.is_set():
+                    ready = selector.select(poll_interval)
+                    if self._stopping.is_set():
+                        break
+                    if any(key.fileobj is self for key, _ in ready):
+                        self._handle_request_noblock()  # type: ignore[attr-defined]  # socketserver's own step, not in typeshed
+                    self.service_actions()
+        finally:
+            self._stopped.set()
+
     def shutdown(self) -> None:
+        """Stop ``serve_forever`` (running in another thread) and wait for it."""
         self._stopping.set()
-        super().shutdown()
+        os.eventfd_write(self._wake, 1)
+        self._stopped.wait()
+
+    def server_close(self) -> None:
+        super().server_close()
+        with contextlib.suppress(AttributeError, OSError):
+            os.close(self._wake)
 
 
 class _Handler(socketserver.BaseRequestHandler):
@@ -395,7 +428,7 @@ class MetricsServer:
         return self._httpd.open_connections
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.5}, name="http", daemon=True)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, name="http", daemon=True)
         self._thread.start()
 
     def close(self) -> None:
