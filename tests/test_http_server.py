@@ -9,6 +9,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 
@@ -294,8 +295,6 @@ def _asleep(tid: int) -> bool:
 
 def test_an_idle_server_thread_sleeps_until_a_connection_or_close() -> None:
     """socketserver's own loop woke twice a second to look for a shutdown: an idle agent's HTTP thread does not."""
-    import time
-
     from waiting import until
 
     server = MetricsServer("127.0.0.1", 0, lambda names: b"up 1\n", lambda: (200, {}))
