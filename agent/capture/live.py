@@ -103,8 +103,8 @@ def ring_bytes(meminfo: str = "/proc/meminfo", cores: int | None = None) -> int:
     The ring holds what arrives while the capture thread is not reading (the other threads
     hold the interpreter, or the host's scheduler runs something else); a host with more
     cores sees more traffic, and one with more memory can spare it. Most packets take only
-    their headers' room (``agent.capture.snap``), about 300 bytes, so 2 MiB holds some 7,000
-    packets: 17 ms at 400k packets/s, and a busy link's reader lets at most a quarter of it
+    their headers' room (``agent.capture.snap``), about 200 bytes, so 2 MiB holds some 10,000
+    packets: 25 ms at 400k packets/s, and a busy link's reader lets at most a quarter of it
     fill between reads (``pace``). The whole ring is resident from the start. A 512 MB Pi Zero 2 W gets
     2 MiB, a 4 GB Pi 4 8 MiB, the 2-core build VM 4 MiB, a 16-core server 32 MiB. On the
     build VM 2 MiB lost nothing at 400k packets/s in six runs, but lost 563 packets once in
