@@ -12,7 +12,7 @@ from agent.errors import ConfigError
 
 def test_defaults() -> None:
     c = config.Config()
-    assert (c.pipeline.batch_size, c.pipeline.batch_window_ms, c.dedup.window_ms) == (4096, 1000.0, 1.0)
+    assert (c.pipeline.batch_size, c.pipeline.batch_window_ms, c.dedup.window_ms) == (8192, 1000.0, 1.0)
     assert (c.pipeline.batch_bytes, c.pipeline.queue_capacity_bytes) == (4 << 20, 64 << 20)
     assert c.capture.buffer_bytes == 0  # the kernel ring sized from the host
     assert (c.devices.cache_ttl_seconds, c.flows.idle_timeout_seconds, c.flows.active_timeout_seconds) == (300.0, 60.0, 1800.0)

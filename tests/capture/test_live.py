@@ -230,6 +230,49 @@ def _run(pair: VethPair, tmp_path: Path, script: str, frames: int, *, capture: g
     return json.loads(out)
 
 
+SIZES = """
+import json, sys
+from agent.capture.live import LiveSource
+src = LiveSource(sys.argv[1], block_timeout_ms=10)
+max_packets, window, total = int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
+print("ready", flush=True)
+sizes = []
+while sum(sizes) < total:
+    batch = src.read(max_packets, window)
+    if len(batch):
+        sizes.append(len(batch))
+print(json.dumps(sizes), flush=True)
+"""
+
+
+def _udp_frames(n: int) -> g.Capture:
+    cap = g.Capture()
+    for i in range(n):
+        cap.add(1_000_000 + i, g.eth(g.ETH_IPV4) + g.ipv4(g.UDP, "10.0.0.1", "10.0.0.2", g.udp(1000, 2000, bytes(100))))
+    return cap
+
+
+@pytest.mark.live
+def test_a_busy_link_hands_on_half_full_batches(veth: VethPair, tmp_path: Path) -> None:
+    # 2,000 frames at full speed come in far less than half the 10 s window: each batch is handed
+    # on once it holds half of max_packets (500), never full (1,000), and nothing is lost.
+    need_tool("tcpreplay")
+    sizes = _run(veth, tmp_path, SIZES, 2000, capture=_udp_frames(2000), args=("1000", "10", "2000"))
+    assert isinstance(sizes, list) and sum(sizes) == 2000
+    assert sizes == [500, 500, 500, 500]
+
+
+@pytest.mark.live
+def test_a_light_link_gathers_more_than_half_a_batch_in_a_window(veth: VethPair, tmp_path: Path) -> None:
+    # 270 frames at 90 a second: half of max_packets (50) takes longer than half the 1 s window,
+    # so batches are not cut there; they close with the window, about 90 each. A slow sender or
+    # a late reader only makes the packets older when half have come, never younger.
+    need_tool("tcpreplay")
+    sizes = _run(veth, tmp_path, SIZES, 270, capture=_udp_frames(270), args=("100", "1", "270"), pps=90)
+    assert isinstance(sizes, list) and sum(sizes) == 270
+    assert max(sizes) > 50 and max(sizes) <= 100, sizes
+
+
 @pytest.mark.live
 def test_a_batch_is_handed_on_once_it_holds_max_bytes(veth: VethPair, tmp_path: Path) -> None:
     need_tool("tcpreplay")
