@@ -10,9 +10,11 @@ header (decode recovers it for any frame cut short):
 * ``HEADER_SNAP`` (128) bytes of an IPv4 packet, or of an IPv6 packet whose next header is TCP,
   UDP or ICMPv6, with no tag before it: all its headers lie in the first 128 bytes (a 60-byte
   IPv4 header and a transport header end by byte 88; the dedup hash reads 64 bytes of the
-  network layer, to byte 78), and 128 bytes is what decode reads of each frame anyway;
-* ``DEEP_SNAP`` (256) bytes of any other IP packet: VLAN tags, PPPoE, MPLS or IPv6 extension
-  headers put its transport header further in.
+  network layer, to byte 78), and 128 bytes is what decode reads of each frame anyway. Linux
+  takes a frame's outer VLAN tag off before any capture sees it, and libpcap puts it back
+  after the filter: such a frame comes with 4 bytes more;
+* ``DEEP_SNAP`` (256) bytes of any other IP packet: a second VLAN tag, PPPoE, MPLS or IPv6
+  extension headers put its transport header further in.
 
 A classic BPF program's return value is the number of bytes the kernel keeps, so the program
 installed on the socket is three programs, libpcap's compilations of the user's ``bpf_filter``
