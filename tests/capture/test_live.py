@@ -258,7 +258,6 @@ def test_a_busy_link_hands_on_half_full_batches(veth: VethPair, tmp_path: Path) 
     # on once it holds half of max_packets (500), never full (1,000), and nothing is lost.
     need_tool("tcpreplay")
     sizes = _run(veth, tmp_path, SIZES, 2000, capture=_udp_frames(2000), args=("1000", "10", "2000"))
-    assert isinstance(sizes, list) and sum(sizes) == 2000
     assert sizes == [500, 500, 500, 500]
 
 
