@@ -30,22 +30,33 @@ __all__ = ["decode", "read_heads", "supported"]
 _NO_WIRE_END = np.iinfo(np.int64).max // 2
 
 
-def _window(raw: RawBatch, head: np.ndarray, l3: np.ndarray) -> np.ndarray:
-    """Each frame's first ``WINDOW`` bytes from its network header on: a view of ``head`` when every
-    network header starts at the same offset (the usual case), else one gather of each row's own
-    window, from the packet buffer for the rare header that starts too far in for ``head``."""
+def _window(raw: RawBatch, head: np.ndarray, l3: np.ndarray, owned: bool) -> np.ndarray:
+    """Each frame's first ``WINDOW`` bytes from its network header on, as a view of ``head``.
+
+    The view starts at the network-header offset most rows share (14 on Ethernet). A row whose
+    header starts elsewhere (a VLAN tag, a PPPoE session) has its own window moved there first:
+    in place when ``head`` is this decode's own, else in a copy. A header that starts too far in
+    for ``head`` has its window read from the packet buffer.
+    """
     width = ip.WINDOW
     if l3.size == 0:
         return head[:, :width]
-    first = int(l3[0])
-    if first + width <= HEAD and (l3 == first).all():
-        return head[:, first : first + width]
-    inside = l3 + width <= HEAD
-    window = shifted(head, np.where(inside, l3, 0), width)
-    if not inside.all():
-        i = (~inside).nonzero()[0]
-        window[i] = rows(raw.data, raw.offset[i] + l3[i], width)
-    return window
+    most = HEAD - width + 1  # one bin past the offsets a view of head can start at
+    first = int(np.bincount(np.minimum(l3, most), minlength=most + 1)[:most].argmax())
+    odd = (l3 != first).nonzero()[0]
+    if odd.size:
+        if not owned:
+            head = head.copy()
+        at = l3[odd]
+        inside = at + width <= HEAD
+        moved = np.empty((odd.size, width), np.uint8)
+        near, far = inside.nonzero()[0], (~inside).nonzero()[0]
+        if near.size:
+            moved[near] = shifted(head[odd[near]], at[near], width)
+        if far.size:
+            moved[far] = rows(raw.data, raw.offset[odd[far]] + at[far], width)
+        head[odd, first : first + width] = moved
+    return head[:, first : first + width]
 
 
 def read_heads(raw: RawBatch) -> np.ndarray:
@@ -57,11 +68,12 @@ def decode(raw: RawBatch) -> Batch:
     """Decode every packet of ``raw`` (whose link type must be ``supported``)."""
     n = len(raw)
     # The one gather from the packet buffer (unless a reader process made it): every header comes from here.
+    owned = raw.head is None  # a reader process's heads are the batch's: they are not written to
     head = raw.head if raw.head is not None else read_heads(raw)
     link = encap.inner(raw, LINK_DECODERS[raw.linktype](raw, head))
     c = Columns.empty(n)
     c.error[:] = link.error
-    window = _window(raw, head, link.l3)
+    window = _window(raw, head, link.l3, owned)
     l3 = raw.offset + link.l3
     avail = raw.caplen - link.l3  # captured bytes from the network header on
     wire_known = raw.wirelen > 0

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 
 import pcapgen as g
-from batches import decoded
+from batches import decoded, raw
 
 from agent.base import labels
-from agent.stages.decode import supported
+from agent.stages.decode import decode, read_heads, supported
+from agent.stages.decode.link import HEAD
 
 TCP_V4 = g.ipv4(g.TCP, "192.168.1.2", "8.8.8.8", g.tcp(40000, 443, g.SYN))
 UDP_V6 = g.ipv6(g.UDP, "fd00::2", "2001:db8::1", g.udp(5353, 53, b"q"))
@@ -55,6 +57,23 @@ def test_each_window_starts_at_its_own_network_header() -> None:
         assert bytes(row[: len(frame) - l3]) == frame[l3:]
     uniform = decoded([g.eth_vlan([7], g.ETH_IPV4) + TCP_V4] * 3)
     assert [bytes(row[: len(TCP_V4)]) for row in uniform.window] == [TCP_V4] * 3
+
+
+def test_windows_move_into_a_decodes_own_heads_but_never_into_a_readers() -> None:
+    """The window is a view of the heads at the offset most rows share; the other rows' windows are
+    moved there. Heads a reader process gathered belong to the batch and come out as they went in."""
+    frames = [g.eth_vlan([7] * k, g.ETH_IPV4) + TCP_V4 if k else g.eth(g.ETH_IPV4) + TCP_V4 for k in (2, 0, 0, 1, 0)]
+    for given in (False, True):
+        r = raw(frames)
+        if given:
+            r = dataclasses.replace(r, head=read_heads(r))
+            before = r.head.copy()  # type: ignore[union-attr]
+        b = decode(r)
+        assert b.window.base is not None and b.window.strides[0] == HEAD  # a view of one row per frame
+        for row, frame, l3 in zip(b.window, frames, (b.l3 - b.raw.offset).tolist()):
+            assert bytes(row[: len(frame) - l3]) == frame[l3:]
+        if given:
+            assert (r.head == before).all()
 
 
 def test_vlan_tag_cut_short_and_too_many_tags() -> None:
