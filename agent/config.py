@@ -61,7 +61,7 @@ class CaptureConfig:
 
 @dataclass(frozen=True)
 class PipelineConfig:
-    batch_size: int = field(default=8192, metadata=_check(1, 1 << 20))  # a busy link hands on half-full batches (agent.capture.live)
+    batch_size: int = field(default=8192, metadata=_check(1, 1 << 20))  # a busy link hands on batches three quarters full (agent.capture.live)
     batch_bytes: int = field(default=4 << 20, metadata=_check(1 << 16, 1 << 30))  # a batch is handed on at about this many captured bytes
     # The longest a packet waits before it is counted (plus one batch's processing): a full batch goes sooner.
     batch_window_ms: float = field(default=1000.0, metadata=_check(0.1, 10_000))

@@ -253,23 +253,23 @@ def _udp_frames(n: int) -> g.Capture:
 
 
 @pytest.mark.live
-def test_a_busy_link_hands_on_half_full_batches(veth: VethPair, tmp_path: Path) -> None:
-    # 2,000 frames at full speed come in far less than half the 10 s window: each batch is handed
-    # on once it holds half of max_packets (500), never full (1,000), and nothing is lost.
+def test_a_busy_link_hands_on_batches_three_quarters_full(veth: VethPair, tmp_path: Path) -> None:
+    # 2,250 frames at full speed come in far less than half the 10 s window: each batch is handed
+    # on once it holds three quarters of max_packets (750), never full (1,000), and nothing is lost.
     need_tool("tcpreplay")
-    sizes = _run(veth, tmp_path, SIZES, 2000, capture=_udp_frames(2000), args=("1000", "10", "2000"))
-    assert sizes == [500, 500, 500, 500]
+    sizes = _run(veth, tmp_path, SIZES, 2250, capture=_udp_frames(2250), args=("1000", "10", "2250"))
+    assert sizes == [750, 750, 750]
 
 
 @pytest.mark.live
-def test_a_light_link_gathers_more_than_half_a_batch_in_a_window(veth: VethPair, tmp_path: Path) -> None:
-    # 270 frames at 90 a second: half of max_packets (50) takes longer than half the 1 s window,
-    # so batches are not cut there; they close with the window, about 90 each. A slow sender or
-    # a late reader only makes the packets older when half have come, never younger.
+def test_a_light_link_gathers_more_than_a_busy_batch_in_a_window(veth: VethPair, tmp_path: Path) -> None:
+    # 270 frames at 90 a second: three quarters of max_packets (75) take longer than half the 1 s
+    # window, so batches are not cut there; they close with the window, about 90 each. A slow
+    # sender or a late reader only makes the packets older when 75 have come, never younger.
     need_tool("tcpreplay")
     sizes = _run(veth, tmp_path, SIZES, 270, capture=_udp_frames(270), args=("100", "1", "270"), pps=90)
     assert isinstance(sizes, list) and sum(sizes) == 270
-    assert max(sizes) > 50 and max(sizes) <= 100, sizes
+    assert max(sizes) > 75 and max(sizes) <= 100, sizes
 
 
 @pytest.mark.live
