@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from publicsuffixlist import PSLFILE
+from publicsuffixlist import PSLFILE, PublicSuffixList
 
 from agent.naming.domains import SuffixList, _ascii, registrable
 
@@ -42,3 +42,19 @@ def test_a_small_list_file(tmp_path: Path) -> None:
     path.write_text("// comment\nuk\nco.uk\n*.ck\n!www.ck\nрф\n", encoding="utf-8")
     psl = SuffixList(str(path))
     assert [psl.registrable(n) for n in ("a.b.co.uk", "x.y.ck", "a.www.ck", "b.xn--p1ai", "uk")] == ["b.co.uk", "x.y.ck", "www.ck", "b.xn--p1ai", None]
+
+
+def test_names_under_every_rule_get_the_domain_the_publicsuffixlist_package_gives() -> None:
+    """Each rule of the shipped list, and one and two labels under it, against the package's own matcher."""
+    lines = Path(PSLFILE).read_text(encoding="utf-8").splitlines()
+    rules = [line.split()[0] for line in lines if line.strip() and not line.startswith("//")]
+    names = [n for r in rules for base in [_ascii(r.lstrip("!*."))] for n in (base, "a." + base, "b.a." + base)]
+    assert len(names) > 30_000
+    ours, reference = SuffixList(), PublicSuffixList()
+    differ = [n for n in names if ours.registrable(n) != reference.privatesuffix(n)]
+    # Where they part: the base of a wildcard rule that is no rule itself ("nom.br" under "*.nom.br").
+    # The list's algorithm makes its parent's rule ("br") prevail, so it is registrable; the package
+    # counts it as a suffix. A name under it ("a.nom.br", "b.a.nom.br") gets the same answer from both.
+    wildcard_bases = {_ascii(r[2:]) for r in rules if r.startswith("*.")}
+    assert differ and all(n in wildcard_bases for n in differ)
+    assert ours.registrable("nom.br") == "nom.br" and reference.privatesuffix("nom.br") is None
