@@ -23,8 +23,8 @@ iproute2. Writes ``bench/results/cost.json``.
 
 It starts by emptying the page cache (``--keep-page-cache`` not to). On the build VM (Linux
 6.18, ext4), libraries written shortly before, such as a venv installed a minute ago, cost the
-processes that map them more RSS until the cache is emptied: numpy's import 30.5 MiB instead
-of 25.2, an idle agent 43.8 instead of 36.6. A reboot does the same; a long-installed agent
+processes that map them more RSS until the cache is emptied: numpy's import 30.5 MB instead
+of 25-26, an idle agent 43.8 MiB instead of 36.6. A reboot does the same; a long-installed agent
 does not see it.
 
 To compare two checkouts, run each one's code from its own directory (``python -m agent``
@@ -368,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--idle", type=float, default=30.0, help="seconds of pktagent on an idle link (0: skip)")
     ap.add_argument("--only", nargs="+", choices=["pktagent", "softflowd", "tcpdump"], default=["pktagent", "softflowd", "tcpdump"])
     ap.add_argument("--config", type=Path, help="agent config to run with (default: none, the defaults)")
-    ap.add_argument("--agent", help="command that runs the agent (default: the venv's pktagent), e.g. 'env -C ../other .venv/bin/python -m agent'")
+    ap.add_argument("--agent", help="command that runs the agent (default: the venv's pktagent), e.g. 'env -C ../other /abs/path/.venv/bin/python -m agent'")
     ap.add_argument("--keep-page-cache", action="store_true", help="do not empty the page cache first (see above)")
     ap.add_argument("--pcap", type=Path, default=HERE / "data" / f"home-held-out-{SEED}-{PACKETS}.pcap")
     args = ap.parse_args(argv)
